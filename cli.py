@@ -1,0 +1,103 @@
+"""The one command-line entry: run any part or all of them, and the operations on the store.
+
+    python cli.py serve              # the whole API on :8000, relay and projector inside
+    python cli.py migrate            # create databases, tables and broker topology
+    python cli.py replay --from-position N [--to-position M] (--queue NAME | --all)
+    python cli.py rebuild            # rebuild the read table from the store, reads keep working
+    python cli.py verify             # compare the read table with a replay of the store
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from fastapi import FastAPI
+
+from command_service.api import BodyGate, WRITE_SCHEMAS, event_store
+from command_service.api import router as write_router
+from command_service.relay import relay_task
+from projector.consumer import projector_task
+from query_service.api import ProjectionPositionHeader, read_pools
+from query_service.api import router as read_router
+from shared.config import Settings
+from shared.health import postgres_check, rabbitmq_check
+from shared.server import serve
+from shared.web import make_app
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Single-process mode: every route on one port, relay and projector as background tasks."""
+    app = make_app(
+        "Tasks",
+        settings,
+        [write_router, read_router],
+        [event_store, projector_task, read_pools, relay_task],
+        [postgres_check, rabbitmq_check],
+        WRITE_SCHEMAS,
+    )
+    app.add_middleware(ProjectionPositionHeader)
+    app.add_middleware(BodyGate, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def migrate(settings: Settings) -> None:
+    import aio_pika
+
+    from command_service.application import migrate_store
+    from projector.projection import migrate_read_model
+    from shared.messaging import declare_topology
+
+    await migrate_store(settings)
+    await migrate_read_model(settings)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        await declare_topology(await connection.channel(), settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tasks", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the whole API in one process on TASKS_PORT (8000)")
+    commands.add_parser("migrate", help="create databases, tables and broker topology")
+    replay = commands.add_parser("replay", help="republish stored events (same ids)")
+    replay.add_argument("--from-position", type=int, required=True)
+    replay.add_argument("--to-position", type=int)
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("--queue", help="publish to this one queue through the default exchange")
+    target.add_argument("--all", action="store_true", help="publish to the whole exchange")
+    commands.add_parser("rebuild", help="rebuild the read table from the store without downtime")
+    commands.add_parser("verify", help="compare the read table with a replay of the store")
+    args = parser.parse_args(argv)
+    settings = Settings()
+
+    if args.command == "serve":
+        serve(create_app(settings), settings, settings.port)
+        return 0
+    if args.command == "migrate":
+        asyncio.run(migrate(settings))
+        return 0
+    if args.command == "replay":
+        from command_service.relay import replay as run_replay
+
+        count = asyncio.run(
+            run_replay(settings, args.from_position, args.to_position, args.queue)
+        )
+        print(f"republished {count} events")
+        return 0
+    if args.command == "rebuild":
+        from projector.rebuild import rebuild
+
+        asyncio.run(rebuild(settings))
+        return 0
+    if args.command == "verify":
+        from projector.rebuild import verify
+
+        differences = asyncio.run(verify(settings))
+        return 1 if differences else 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

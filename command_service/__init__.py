@@ -1,0 +1,1 @@
+"""The write side: command validation, the event-sourced application, the REST writes, the relay."""

@@ -1,0 +1,209 @@
+"""The REST writes: POST, PATCH and DELETE on `/api/v1/tasks`, and the 413/415 gate before them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from command_service.application import TaskApplication, WriteResult, migrate_store
+from command_service.commands import (
+    TaskCreate,
+    TaskPatch,
+    parse_if_match,
+    validate_create,
+    validate_patch,
+)
+from command_service.relay import relay_task
+from shared.config import Settings
+from shared.health import postgres_check, rabbitmq_check
+from shared.errors import NotFound, ValidationFailed, error_response, error_responses
+from shared.web import Resource, json_response, make_app, request_id_var, valid_token
+
+JSON_TYPES = {"application/json", "application/merge-patch+json"}
+BODY_METHODS = {"POST", "PATCH", "PUT"}
+
+
+class BodyGate:
+    """413 for bodies over the limit (chunked ones too) and 415 for other types, before parsing."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await _reply(scope, receive, send, 413)
+            return
+        media = headers.get(b"content-type", b"").decode("latin-1").lower()
+        kind, _, params = media.partition(";")
+        charset = params.replace(" ", "")
+        if kind.strip() not in JSON_TYPES or charset not in ("", "charset=utf-8"):
+            await _reply(scope, receive, send, 415)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _reply(scope, receive, send, 413)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _reply(scope: Scope, receive: Receive, send: Send, status: int) -> None:
+    response = error_response(status, None, {"Connection": "close"} if status == 413 else None)
+    await response(scope, receive, send)
+
+
+def _task_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound() from None
+
+
+def _written(result: WriteResult, status: int, body: bool = True) -> Response:
+    headers = {
+        "ETag": f'"{result.version}"',
+        "X-Event-Position": str(result.position),
+        "Cache-Control": "no-store",
+    }
+    if status == 201:
+        headers["Location"] = f"/api/v1/tasks/{result.task['id']}"
+    if not body:
+        return Response(status_code=status, headers=headers)
+    return json_response(result.task, status, headers)
+
+
+def _application(request: Request) -> TaskApplication:
+    application: TaskApplication = request.app.state.tasks
+    return application
+
+
+def _body_schema(model: type[Any], media_types: tuple[str, ...]) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": schema} for media in media_types},
+        }
+    }
+
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (write)"])
+WRITE_SCHEMAS = {
+    "TaskCreate": TaskCreate.model_json_schema(),
+    "TaskPatch": TaskPatch.model_json_schema(),
+}
+WRITE_ERRORS = error_responses(401, 403, 413, 415, 422, 500)
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a task",
+    response_model=None,
+    openapi_extra=_body_schema(TaskCreate, ("application/json",)),
+    responses={201: {"description": "Created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}, **WRITE_ERRORS},
+)
+async def create_task(request: Request) -> Response:
+    fields = validate_create(await request.body())
+    key = request.headers.get("idempotency-key")
+    if key is not None and not valid_token(key):
+        raise ValidationFailed({"Idempotency-Key": "Must be 1 to 200 visible ASCII characters"})
+    result = await run_in_threadpool(
+        _application(request).create_task,
+        fields,
+        request_id_var.get(),
+        key,
+        getattr(request.state, "api_key_id", ""),
+    )
+    return _written(result, 201)
+
+
+@router.patch(
+    "/{task_id}",
+    summary="Update some fields of a task",
+    response_model=None,
+    openapi_extra=_body_schema(TaskPatch, ("application/json", "application/merge-patch+json")),
+    responses={200: {"description": "Updated", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}, **WRITE_ERRORS, **error_responses(404, 412)},
+)
+async def update_task(task_id: str, request: Request) -> Response:
+    patch = validate_patch(await request.body())
+    if_match = parse_if_match(request.headers.get("if-match"))
+    result = await run_in_threadpool(
+        _application(request).update_task, _task_id(task_id), patch, if_match, request_id_var.get()
+    )
+    return _written(result, 200)
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=204,
+    summary="Soft-delete a task",
+    response_model=None,
+    responses={204: {"description": "Deleted"}, **WRITE_ERRORS, **error_responses(404, 412)},
+)
+async def delete_task(task_id: str, request: Request) -> Response:
+    if_match = parse_if_match(request.headers.get("if-match"))
+    result = await run_in_threadpool(
+        _application(request).delete_task, _task_id(task_id), if_match, request_id_var.get()
+    )
+    return _written(result, 204, body=False)
+
+
+@contextlib.asynccontextmanager
+async def event_store(state: Any, settings: Settings) -> AsyncIterator[None]:
+    """The library's application over a migrated store."""
+    await migrate_store(settings)
+    state.tasks = await asyncio.to_thread(TaskApplication, settings, {"CREATE_TABLE": "n"})
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(state.tasks.close)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    resources: list[Resource] = [event_store]
+    if settings.run_relay:
+        resources.append(relay_task)
+    app = make_app(
+        "Tasks command service",
+        settings,
+        [router],
+        resources,
+        [postgres_check] + ([rabbitmq_check] if settings.run_relay else []),
+        WRITE_SCHEMAS,
+    )
+    app.add_middleware(BodyGate, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,168 @@
+"""The event-sourced application: load a task, apply one command, save; retries and idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Transcoder
+
+from command_service.commands import check_not_past
+from shared.config import Settings
+from shared.database import ddl_lock, ensure_database
+from shared.domain import EVENTS_TABLE, Task, TaskDict, create_transcoder, fold, task_to_dict
+from shared.errors import NotFound, PreconditionFailed, ValidationFailed
+
+IDEMPOTENCY_NAMESPACE = UUID("5b0c3e52-8d1a-4f0e-9a57-0d7c4f6a2b19")
+MAX_CONFLICT_RETRIES = 100
+CREATED_FIELDS = ("title", "description", "priority", "due_date", "tags")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    task: TaskDict
+    version: int
+    position: int
+
+
+def idempotent_id(key: str, scope: str = "") -> UUID:
+    """The task id a key stands for: the store's uniqueness makes retries safe everywhere."""
+    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{scope}\n{key}")
+
+
+class TaskApplication(Application[UUID]):
+    """Tasks on the library's PostgreSQL persistence (table `tasks_events`)."""
+
+    name = "Tasks"
+
+    def __init__(self, settings: Settings | None = None, env: dict[str, str] | None = None) -> None:
+        base = settings.eventsourcing_env() if settings is not None else {}
+        super().__init__(env={**base, **(env or {})})
+
+    def construct_transcoder(self) -> Transcoder:
+        return create_transcoder()
+
+    def create_task(
+        self,
+        fields: dict[str, Any],
+        correlation_id: str | None,
+        idempotency_key: str | None = None,
+        scope: str = "",
+    ) -> WriteResult:
+        task_id = idempotent_id(idempotency_key, scope) if idempotency_key else uuid.uuid4()
+        task = Task.create(
+            task_id, **fields, idempotency_key=idempotency_key, correlation_id=correlation_id
+        )
+        try:
+            recordings = self.save(task)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            return self._replay_creation(task_id, fields)
+        return WriteResult(task_to_dict(task), task.version, recordings[-1].notification.id)
+
+    def _replay_creation(self, task_id: UUID, fields: dict[str, Any]) -> WriteResult:
+        created = next(iter(self.events.get(task_id, lte=1)))
+        assert isinstance(created, Task.Created)
+        if any(getattr(created, name) != fields[name] for name in CREATED_FIELDS):
+            raise ValidationFailed(
+                {"Idempotency-Key": "Already used with a different request body"}
+            )
+        original = fold([created])
+        assert original is not None
+        return WriteResult(task_to_dict(original), 1, self.position_of(task_id, 1))
+
+    def update_task(
+        self,
+        task_id: UUID,
+        patch: dict[str, Any],
+        if_match: list[int] | None,
+        correlation_id: str | None,
+    ) -> WriteResult:
+        """Apply a PATCH; without If-Match a version conflict is retried so no write is lost."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            task = self._get_live(task_id)
+            _check_if_match(task, if_match)
+            changes = {
+                name: value for name, value in patch.items() if getattr(task, name) != value
+            }
+            if "due_date" in changes:
+                check_not_past(changes["due_date"])
+            if not changes:
+                return WriteResult(
+                    task_to_dict(task), task.version, self.position_of(task_id, task.version)
+                )
+            task.update(changes, correlation_id)
+            try:
+                recordings = self.save(task)
+            except IntegrityError:
+                continue
+            return WriteResult(task_to_dict(task), task.version, recordings[-1].notification.id)
+        raise RuntimeError("too many concurrent writes to one task")
+
+    def delete_task(
+        self, task_id: UUID, if_match: list[int] | None, correlation_id: str | None
+    ) -> WriteResult:
+        for _ in range(MAX_CONFLICT_RETRIES):
+            task = self._get_live(task_id)
+            _check_if_match(task, if_match)
+            task.soft_delete(correlation_id)
+            try:
+                recordings = self.save(task)
+            except IntegrityError:
+                continue
+            return WriteResult(task_to_dict(task), task.version, recordings[-1].notification.id)
+        raise RuntimeError("too many concurrent writes to one task")
+
+    def _get_live(self, task_id: UUID) -> Task:
+        try:
+            task = self.repository.get(task_id)
+        except AggregateNotFoundError:
+            raise NotFound() from None
+        assert isinstance(task, Task)
+        if task.deleted:
+            raise NotFound()
+        return task
+
+    def position_of(self, task_id: UUID, version: int) -> int:
+        """The global position (notification id) of one stored event."""
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                f"SELECT notification_id FROM {EVENTS_TABLE} "  # noqa: S608 - a constant
+                "WHERE originator_id = %s AND originator_version = %s",
+                (task_id, version),
+                prepare=True,
+            )
+            row = curs.fetchone()
+        assert row is not None
+        return int(row["notification_id"])
+
+
+def _check_if_match(task: Task, if_match: list[int] | None) -> None:
+    if if_match and task.version not in if_match:
+        raise PreconditionFailed(f"Current version is {task.version}", {"ETag": f'"{task.version}"'})
+
+
+async def migrate_store(settings: Settings) -> None:
+    """Create the database, the library's events table and the relay's position table."""
+    await ensure_database(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with ddl_lock(conn):
+            application = await asyncio.to_thread(TaskApplication, settings)
+            application.close()
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS relay_position ("
+                " name text PRIMARY KEY, position bigint NOT NULL)"
+            )
+            await conn.execute(
+                "INSERT INTO relay_position VALUES ('relay', 0) ON CONFLICT DO NOTHING"
+            )
+    finally:
+        await conn.close()

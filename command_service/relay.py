@@ -1,0 +1,241 @@
+"""The relay: follows the store's notification log and publishes each event to RabbitMQ.
+
+One relay publishes at a time (an advisory lock on its own connection); it records how far
+it has published only after the broker confirmed, so a crash republishes and never skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from uuid import UUID
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractExchange
+
+from shared.config import Settings
+from shared.domain import EVENT_TYPES, EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
+from shared.messaging import declare_topology, to_cloudevent, to_message
+
+log = logging.getLogger("tasks.relay")
+
+RELAY_LOCK_KEY = 7_301_124_002
+CACHE_SIZE = 20_000
+
+SELECT_AFTER = (
+    "SELECT notification_id, originator_id, originator_version, topic, state "
+    f"FROM {EVENTS_TABLE} WHERE notification_id > $1 ORDER BY notification_id LIMIT $2"
+)
+SELECT_RANGE = (
+    "SELECT notification_id, originator_id, originator_version, topic, state "
+    f"FROM {EVENTS_TABLE} WHERE notification_id BETWEEN $1 AND $2 "
+    "ORDER BY notification_id LIMIT $3"
+)
+SELECT_PRIOR = (
+    "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+    f"FROM {EVENTS_TABLE} e JOIN unnest($1::uuid[], $2::bigint[]) AS w(id, below) "
+    "ON e.originator_id = w.id AND e.originator_version < w.below "
+    "ORDER BY e.originator_id, e.originator_version"
+)
+
+
+class TaskStates:
+    """Folds tasks forward event by event; one query per batch for tasks it does not hold."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.mapper = create_mapper()
+        self.size = size
+        self.tasks: OrderedDict[UUID, Task] = OrderedDict()
+
+    async def envelopes(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
+    ) -> list[tuple[dict[str, Any], Task.Event]]:
+        await self._load_missing(conn, rows)
+        out = []
+        for row in rows:
+            event = decode(self.mapper, row)
+            task = event.mutate(self.tasks.get(event.originator_id))
+            assert isinstance(task, Task)
+            self._keep(task)
+            out.append((to_cloudevent(event, row["notification_id"], task_to_dict(task)), event))
+        return out
+
+    async def _load_missing(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
+        first: dict[UUID, int] = {}
+        for row in rows:
+            first.setdefault(row["originator_id"], row["originator_version"])
+        missing = {
+            task_id: version
+            for task_id, version in first.items()
+            if version > 1
+            and (task_id not in self.tasks or self.tasks[task_id].version != version - 1)
+        }
+        if not missing:
+            return
+        prior = await conn.fetch(SELECT_PRIOR, list(missing), list(missing.values()))
+        for task_id in missing:
+            self.tasks.pop(task_id, None)
+        for row in prior:
+            event = decode(self.mapper, row)
+            task = event.mutate(self.tasks.get(event.originator_id))
+            assert isinstance(task, Task)
+            self.tasks[task.id] = task
+
+    def _keep(self, task: Task) -> None:
+        self.tasks[task.id] = task
+        self.tasks.move_to_end(task.id)
+        while len(self.tasks) > self.size:
+            self.tasks.popitem(last=False)
+
+    def clear(self) -> None:
+        self.tasks.clear()
+
+
+async def publish(
+    exchange: AbstractExchange, envelopes: list[tuple[dict[str, Any], Task.Event]]
+) -> None:
+    """Publish a batch with every confirm outstanding at once; any nack or return raises."""
+    await asyncio.gather(
+        *(
+            exchange.publish(to_message(envelope, event), envelope["type"], mandatory=True)
+            for envelope, event in envelopes
+        )
+    )
+
+
+class Relay:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.states = TaskStates()
+        self.position = 0
+        self.head = 0
+        self.active = False
+        self.published_at = time.time()
+        self.published = 0
+
+    def lag(self) -> dict[str, float]:
+        behind = max(self.head - self.position, 0)
+        return {
+            "positions": behind,
+            "seconds": round(time.time() - self.published_at, 3) if behind else 0.0,
+        }
+
+    async def run(self) -> None:
+        """Publish forever; on any failure, back off and start over from the recorded position."""
+        backoff = 0.2
+        while True:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure means: reconnect and resume
+                log.warning("relay interrupted, reconnecting", extra={"error": repr(exc)})
+                self.active = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.2
+
+    async def _serve(self) -> None:
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                await asyncio.sleep(1.0)
+            wake = asyncio.Event()
+            await conn.add_listener(EVENTS_TABLE, lambda *_: wake.set())
+            connection = await aio_pika.connect(self.settings.amqp_url)
+            async with connection:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                exchange, _ = await declare_topology(channel, self.settings)
+                self.states.clear()
+                self.position = await conn.fetchval(
+                    "SELECT position FROM relay_position WHERE name = 'relay'"
+                )
+                self.active = True
+                log.info("relay active", extra={"position": self.position})
+                await self._follow(conn, exchange, wake)
+        finally:
+            self.active = False
+            await conn.close()
+
+    async def _follow(
+        self, conn: asyncpg.Connection, exchange: AbstractExchange, wake: asyncio.Event
+    ) -> None:
+        while True:
+            wake.clear()
+            rows = await conn.fetch(SELECT_AFTER, self.position, self.settings.relay_batch_size)
+            if not rows:
+                self.head = self.position
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.settings.relay_poll_seconds)
+                continue
+            self.head = max(self.head, rows[-1]["notification_id"])
+            await publish(exchange, await self.states.envelopes(conn, rows))
+            self.position = rows[-1]["notification_id"]
+            await conn.execute(
+                "UPDATE relay_position SET position = $1 WHERE name = 'relay'", self.position
+            )
+            self.published += len(rows)
+            self.published_at = time.time()
+
+
+@contextlib.asynccontextmanager
+async def relay_task(state: Any, settings: Settings) -> AsyncIterator[None]:
+    relay = Relay(settings)
+    state.relay = relay
+    task = asyncio.create_task(relay.run(), name="relay")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def replay(
+    settings: Settings, from_position: int, to_position: int | None, queue: str | None
+) -> int:
+    """Republish stored events (same ids) to one queue, or to the whole exchange when `queue` is None."""
+    conn = await asyncpg.connect(settings.database_url)
+    states = TaskStates()
+    count = 0
+    try:
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            exchange = (
+                channel.default_exchange
+                if queue is not None
+                else (await declare_topology(channel, settings))[0]
+            )
+            last = to_position if to_position is not None else 2**62
+            position = from_position
+            while position <= last:
+                rows = await conn.fetch(SELECT_RANGE, position, last, settings.relay_batch_size)
+                if not rows:
+                    break
+                envelopes = await states.envelopes(conn, rows)
+                await asyncio.gather(
+                    *(
+                        exchange.publish(
+                            to_message(envelope, event),
+                            queue if queue is not None else envelope["type"],
+                            mandatory=True,
+                        )
+                        for envelope, event in envelopes
+                    )
+                )
+                count += len(rows)
+                position = rows[-1]["notification_id"] + 1
+    finally:
+        await conn.close()
+    return count
+
+
+__all__ = ["EVENT_TYPES", "Relay", "TaskStates", "relay_task", "replay"]

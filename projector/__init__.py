@@ -1,0 +1,1 @@
+"""The projector: consumes task events from RabbitMQ and keeps the indexed read table."""

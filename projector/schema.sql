@@ -1,0 +1,42 @@
+-- The read model: one row per task, exactly the REST representation in `doc`,
+-- typed columns for filtering and sorting, indexes for every filter and sort.
+CREATE TABLE IF NOT EXISTS tasks (
+    id            uuid PRIMARY KEY,
+    title         text COLLATE "C" NOT NULL,
+    description   text,
+    priority      smallint NOT NULL,
+    due_date      date,
+    tags          text[] NOT NULL,
+    completed     boolean NOT NULL,
+    completed_at  timestamptz,
+    deleted       boolean NOT NULL,
+    deleted_at    timestamptz,
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    version       integer NOT NULL,
+    position      bigint NOT NULL,
+    doc           text NOT NULL,
+    search        tsvector GENERATED ALWAYS AS (
+                      to_tsvector('simple', title || ' ' || coalesce(description, ''))
+                  ) STORED
+);
+
+-- Live rows only: soft-deleted tasks are never scanned by ordinary reads.
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at DESC, id) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS tasks_updated ON tasks (updated_at DESC, id) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_date, id) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS tasks_title ON tasks (title, id) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS tasks_priority ON tasks (priority, created_at DESC, id) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS tasks_priority_due ON tasks (priority, due_date, id) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS tasks_completed ON tasks (completed, created_at DESC, id) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS tasks_tags ON tasks USING gin (tags) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS tasks_search ON tasks USING gin (search) WHERE NOT deleted;
+-- include_deleted=true reads everything in the default order.
+CREATE INDEX IF NOT EXISTS tasks_all_created ON tasks (created_at DESC, id);
+
+CREATE TABLE IF NOT EXISTS projection_state (
+    name        text PRIMARY KEY,
+    position    bigint NOT NULL,
+    dead_letters bigint NOT NULL DEFAULT 0
+);
+INSERT INTO projection_state (name, position) VALUES ('projector', 0) ON CONFLICT DO NOTHING;

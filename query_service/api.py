@@ -1,0 +1,354 @@
+"""The REST reads: list with search/filter/sort/paginate, task by id, history, time travel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from query_service import history as store
+from query_service.queries import (
+    PARAMETERS,
+    cursor_values,
+    encode_cursor,
+    list_statement,
+    parse_list_query,
+)
+from shared.config import Settings
+from shared.domain import EVENTS_TABLE
+from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
+from shared.health import postgres_check
+from shared.web import Resource, json_response, make_app, raw_json_response
+
+log = logging.getLogger("tasks.query")
+
+PROJECTION_CHANNEL = "tasks_projection"
+TASK_PARAMETERS = {"version", "as_of", "min_position"}
+
+
+class PositionWatcher:
+    """Knows how far the read model has caught up: LISTEN for the projector's signal, poll as fallback."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.position = 0
+        self.changed = asyncio.Event()
+
+    def advance(self, position: int) -> None:
+        if position > self.position:
+            self.position = position
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                conn = await asyncpg.connect(self.settings.read_dsn)
+                try:
+                    await conn.add_listener(
+                        PROJECTION_CHANNEL, lambda _c, _p, _ch, payload: self.advance(int(payload))
+                    )
+                    while True:
+                        self.advance(await self.read())
+                        await asyncio.sleep(5.0)
+                finally:
+                    await conn.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep watching whatever happens
+                log.warning("position watcher reconnecting", extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+
+    async def read(self) -> int:
+        try:
+            value = await self.pool.fetchval(
+                "SELECT position FROM projection_state WHERE name = 'projector'"
+            )
+        except asyncpg.UndefinedTableError:
+            return 0
+        return int(value or 0)
+
+    async def wait_for(self, position: int, store_pool: asyncpg.Pool) -> None:
+        """Return once the read model has reached `position`; 503 past the bound."""
+        if self.position >= position:
+            return
+        head = await store_pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
+        unavailable = ServiceUnavailable(
+            f"The read model has not reached position {position} yet", {"Retry-After": "1"}
+        )
+        if position > (head or 0):
+            raise unavailable
+        deadline = time.monotonic() + self.settings.min_position_wait_seconds
+        while self.position < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise unavailable
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.25))
+            if self.position < position:
+                self.advance(await self.read())
+
+
+class ProjectionPositionHeader:
+    """Every read answer (304, 404, 422 and 503 included) says how far the read model was."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or not scope["path"].startswith("/api/v1/tasks")
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_position(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name == b"x-projection-position" for name, _ in headers):
+                    watcher = scope["app"].state.watcher
+                    headers.append((b"x-projection-position", str(watcher.position).encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_position)
+
+
+def _min_position(request: Request, param: int | None) -> int | None:
+    header = request.headers.get("x-min-position")
+    value = param
+    if header is not None:
+        if not header.isdigit() or len(header) > 18:
+            raise ValidationFailed({"X-Min-Position": "Must be a non-negative integer"})
+        value = max(value or 0, int(header))
+    return value
+
+
+async def _await_position(request: Request, minimum: int | None) -> None:
+    if minimum:
+        state = request.app.state
+        await state.watcher.wait_for(minimum, state.store_pool)
+
+
+def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"X-Projection-Position": str(position), "Cache-Control": "no-cache", **(extra or {})}
+
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
+READ_ERRORS = error_responses(401, 403, 404, 422, 500, 503)
+LIST_PARAMETERS = [
+    {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+    for name, text in PARAMETERS.items()
+]
+
+
+@router.api_route(
+    "",
+    methods=["GET", "HEAD"],
+    summary="Search, filter, sort and paginate tasks",
+    response_model=None,
+    openapi_extra={"parameters": LIST_PARAMETERS},
+    responses={200: {"description": "A page of tasks", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPage"}}}}, **READ_ERRORS},
+)
+async def list_tasks(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    query = parse_list_query(
+        request.query_params.multi_items(),
+        max_offset=settings.max_offset,
+        secret=settings.cursor_secret.encode(),
+    )
+    await _await_position(request, _min_position(request, query.min_position))
+    statement, args = list_statement(query)
+    try:
+        rows = await request.app.state.read_pool.fetch(statement, *args)
+    except asyncpg.UndefinedTableError:
+        raise ServiceUnavailable("The read model is not initialised yet", {"Retry-After": "1"}) from None
+    position = rows[0]["position"]
+    total = rows[0]["total"]
+    page = [row for row in rows if row["doc"] is not None]
+    more = len(page) > query.limit
+    page = page[: query.limit]
+    next_cursor = None
+    if more:
+        next_cursor = encode_cursor(
+            cursor_values(query, page[-1]),
+            query.fingerprint(settings.cursor_secret.encode()),
+            settings.cursor_secret.encode(),
+        )
+    body = (
+        b'{"items":['
+        + ",".join(row["doc"] for row in page).encode()
+        + b'],"total":'
+        + str(total).encode()
+        + b',"limit":'
+        + str(query.limit).encode()
+        + b',"offset":'
+        + orjson.dumps(query.offset)
+        + b',"next_cursor":'
+        + orjson.dumps(next_cursor)
+        + b"}"
+    )
+    request.app.state.watcher.advance(position)
+    return raw_json_response(body, headers=_reading(position))
+
+
+def _task_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound() from None
+
+
+def _single_params(request: Request) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in TASK_PARAMETERS:
+            raise ValidationFailed({name[:100]: "Unknown parameter"})
+        if name in params:
+            raise ValidationFailed({name: "Given more than once"})
+        params[name] = value
+    return params
+
+
+def _positive(name: str, value: str) -> int:
+    if not value.isdigit() or len(value) > 18 or int(value) < 1:
+        raise ValidationFailed({name: "Must be a positive integer"})
+    return int(value)
+
+
+@router.api_route(
+    "/{task_id}",
+    methods=["GET", "HEAD"],
+    summary="A task, or its state at a version or moment (time travel)",
+    response_model=None,
+    openapi_extra={
+        "parameters": [
+            {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+            {"name": "as_of", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}},
+            {"name": "min_position", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+        ]
+    },
+    responses={200: {"description": "The task", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}, 304: {"description": "Not modified"}, **READ_ERRORS},
+)
+async def get_task(task_id: str, request: Request) -> Response:
+    params = _single_params(request)
+    if "version" in params and "as_of" in params:
+        raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
+    minimum = _min_position(
+        request, _positive("min_position", params["min_position"]) if "min_position" in params else None
+    )
+    if "version" in params or "as_of" in params:
+        return await _time_travel(request, task_id, params)
+    uuid = _task_id(task_id)
+    await _await_position(request, minimum)
+    try:
+        row = await request.app.state.read_pool.fetchrow(
+            "SELECT s.position, t.doc, t.version FROM projection_state s "
+            "LEFT JOIN tasks t ON t.id = $1 AND NOT t.deleted WHERE s.name = 'projector'",
+            uuid,
+        )
+    except asyncpg.UndefinedTableError:
+        raise ServiceUnavailable("The read model is not initialised yet", {"Retry-After": "1"}) from None
+    position = row["position"]
+    request.app.state.watcher.advance(position)
+    if row["doc"] is None:
+        raise NotFound(headers={"X-Projection-Position": str(position)})
+    etag = f'"{row["version"]}"'
+    headers = _reading(position, {"ETag": etag})
+    if _matches(request.headers.get("if-none-match"), row["version"]):
+        return Response(status_code=304, headers=headers)
+    return raw_json_response(row["doc"].encode(), headers=headers)
+
+
+def _matches(header: str | None, version: int) -> bool:
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    tags = {part.strip().removeprefix("W/") for part in header.split(",")}
+    return f'"{version}"' in tags
+
+
+async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -> Response:
+    version = _positive("version", params["version"]) if "version" in params else None
+    as_of = None
+    if "as_of" in params:
+        try:
+            as_of = datetime.fromisoformat(params["as_of"])
+            if as_of.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            raise ValidationFailed({"as_of": "Must be an ISO 8601 timestamp with Z or an offset"}) from None
+    uuid = _task_id(task_id)
+    task = await store.state_at(request.app.state.store_pool, uuid, version, as_of)
+    if task is None:
+        raise NotFound()
+    settled = as_of is None or as_of < datetime.now(timezone.utc)
+    headers = {
+        "ETag": f'"{task["version"]}"',
+        "Cache-Control": "max-age=31536000, immutable" if settled else "no-cache",
+        "X-Projection-Position": str(request.app.state.watcher.position),
+    }
+    return json_response(task, headers=headers)
+
+
+@router.api_route(
+    "/{task_id}/history",
+    methods=["GET", "HEAD"],
+    summary="Every event of a task, in version order (audit replay)",
+    response_model=None,
+    responses={200: {"description": "The task's events", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/History"}}}}, **READ_ERRORS},
+)
+async def task_history(task_id: str, request: Request) -> Response:
+    if request.query_params:
+        name = next(iter(request.query_params))
+        raise ValidationFailed({name[:100]: "Unknown parameter"})
+    body = await store.history(request.app.state.store_pool, _task_id(task_id))
+    if body is None:
+        raise NotFound()
+    return json_response(body, headers={"Cache-Control": "no-cache"})
+
+
+@contextlib.asynccontextmanager
+async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
+    state.read_pool = await asyncpg.create_pool(
+        settings.read_dsn, min_size=settings.read_pool_min, max_size=settings.read_pool_max
+    )
+    state.store_pool = (
+        state.read_pool
+        if settings.read_dsn == settings.database_url
+        else await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    )
+    state.watcher = PositionWatcher(settings, state.read_pool)
+    state.watcher.advance(await state.watcher.read())
+    watching = asyncio.create_task(state.watcher.run(), name="position-watcher")
+    try:
+        yield
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        if state.store_pool is not state.read_pool:
+            await state.store_pool.close()
+        await state.read_pool.close()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    resources: list[Resource] = [read_pools]
+    app = make_app("Tasks query service", settings, [router], resources, [postgres_check])
+    app.add_middleware(ProjectionPositionHeader)
+    return app

@@ -1,0 +1,362 @@
+"""List parameters → one SQL statement: filters, multi-key sort, offset or keyset cursor, exact total."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from shared.errors import ValidationFailed
+
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INT = re.compile(r"^\d{1,18}$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$")
+MAX_CSV = 50
+
+# Sort key → (column, nullable). Column names never come from input.
+SORT_COLUMNS: dict[str, tuple[str, bool]] = {
+    "created_at": ("created_at", False),
+    "updated_at": ("updated_at", False),
+    "due_date": ("due_date", True),
+    "priority": ("priority", False),
+    "title": ("title", False),
+}
+
+PARAMETERS: dict[str, str] = {
+    "completed": "true or false",
+    "priority": "CSV of levels 1-5, any of",
+    "priority_min": "inclusive lower bound, 1-5",
+    "priority_max": "inclusive upper bound, 1-5",
+    "tags": "CSV of tags, tasks having any of them",
+    "tags_all": "CSV of tags, tasks having all of them",
+    "due_before": "inclusive YYYY-MM-DD bound",
+    "due_after": "inclusive YYYY-MM-DD bound",
+    "overdue": "true: due before today (UTC) and not completed; false: the complement",
+    "has_due_date": "true or false",
+    "q": "full text over title and description (websearch syntax, no stemming)",
+    "created_after": "inclusive timestamp with Z or offset",
+    "created_before": "inclusive timestamp with Z or offset",
+    "updated_after": "inclusive timestamp with Z or offset",
+    "include_deleted": "true also returns soft-deleted tasks",
+    "sort": "CSV of created_at, updated_at, due_date, priority, title; '-' for descending",
+    "limit": "1 to 100, default 20",
+    "offset": "0 to 100000, default 0",
+    "cursor": "opaque keyset cursor from next_cursor",
+    "min_position": "wait until the read model reaches this position",
+}
+
+
+@dataclass
+class ListQuery:
+    filters: list[tuple[str, Any]] = field(default_factory=list)
+    include_deleted: bool = False
+    sort: list[tuple[str, bool]] = field(default_factory=lambda: [("created_at", True)])
+    limit: int = 20
+    offset: int | None = 0
+    after: list[Any] | None = None
+    min_position: int | None = None
+
+    def fingerprint(self, secret: bytes) -> str:
+        canonical = orjson.dumps(
+            [sorted(self.filters, key=lambda f: f[0]), self.include_deleted, self.sort],
+            default=str,
+        )
+        return hmac.new(secret, canonical, hashlib.sha256).hexdigest()[:16]
+
+
+def _text(name: str, value: str) -> str:
+    if _FORBIDDEN.search(value):
+        raise ValidationFailed({name: "Must not contain control characters"})
+    return value
+
+
+def _bool(name: str, value: str) -> bool:
+    if value not in ("true", "false"):
+        raise ValidationFailed({name: "Must be true or false"})
+    return value == "true"
+
+
+def _int(name: str, value: str, low: int, high: int) -> int:
+    if not _INT.match(value) or not low <= int(value) <= high:
+        raise ValidationFailed({name: f"Must be an integer from {low} to {high}"})
+    return int(value)
+
+
+def _csv(name: str, value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",")]
+    if any(not item for item in items):
+        raise ValidationFailed({name: "Empty item in list"})
+    if len(items) > MAX_CSV:
+        raise ValidationFailed({name: f"At most {MAX_CSV} items"})
+    return items
+
+
+def _tags(name: str, value: str) -> list[str]:
+    tags: list[str] = []
+    for item in _csv(name, value):
+        tag = item.lower()
+        if len(tag) > 50:
+            raise ValidationFailed({name: "Each tag is 1 to 50 characters"})
+        if tag not in tags:
+            tags.append(tag)
+    return tags
+
+
+def _date(name: str, value: str) -> date:
+    try:
+        if not _DATE.match(value):
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed({name: "Must be a date YYYY-MM-DD"}) from None
+
+
+def _timestamp(name: str, value: str) -> datetime:
+    try:
+        if not _TIMESTAMP.match(value):
+            raise ValueError
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(
+            {name: "Must be an ISO 8601 timestamp with Z or an offset"}
+        ) from None
+
+
+def _sort(value: str) -> list[tuple[str, bool]]:
+    keys: list[tuple[str, bool]] = []
+    for item in _csv("sort", value):
+        descending = item.startswith("-")
+        name = item.removeprefix("-")
+        if name not in SORT_COLUMNS:
+            raise ValidationFailed({"sort": f"Unknown sort key {name!r}"})
+        if any(existing == name for existing, _ in keys):
+            raise ValidationFailed({"sort": f"Sort key {name!r} given twice"})
+        keys.append((name, descending))
+    return keys
+
+
+def parse_list_query(
+    items: list[tuple[str, str]], *, max_offset: int, secret: bytes
+) -> ListQuery:
+    """Every rule of the list parameters; 422 names the parameter."""
+    seen: dict[str, str] = {}
+    for name, value in items:
+        if name not in PARAMETERS:
+            raise ValidationFailed({name[:100]: "Unknown parameter"})
+        if name in seen:
+            raise ValidationFailed({name: "Given more than once"})
+        if value == "":
+            raise ValidationFailed({name: "Must not be empty"})
+        seen[name] = _text(name, value)
+    query = ListQuery()
+    f = query.filters
+    for name, value in seen.items():
+        if name in ("completed", "has_due_date", "overdue"):
+            f.append((name, _bool(name, value)))
+        elif name == "priority":
+            f.append((name, sorted({_int(name, item, 1, 5) for item in _csv(name, value)})))
+        elif name in ("priority_min", "priority_max"):
+            f.append((name, _int(name, value, 1, 5)))
+        elif name in ("tags", "tags_all"):
+            f.append((name, _tags(name, value)))
+        elif name in ("due_before", "due_after"):
+            f.append((name, _date(name, value)))
+        elif name in ("created_after", "created_before", "updated_after"):
+            f.append((name, _timestamp(name, value)))
+        elif name == "q":
+            if len(value) > 200:
+                raise ValidationFailed({"q": "At most 200 characters"})
+            f.append((name, value))
+        elif name == "include_deleted":
+            query.include_deleted = _bool(name, value)
+        elif name == "sort":
+            query.sort = _sort(value)
+        elif name == "limit":
+            query.limit = _int(name, value, 1, 100)
+        elif name == "offset":
+            query.offset = _int(name, value, 0, max_offset)
+        elif name == "min_position":
+            query.min_position = _int(name, value, 0, 2**62)
+    if "cursor" in seen:
+        if "offset" in seen:
+            raise ValidationFailed({"cursor": "Use either cursor or offset"})
+        query.offset = None
+        query.after = decode_cursor(seen["cursor"], query.fingerprint(secret), secret)
+    return query
+
+
+def encode_cursor(values: list[Any], fingerprint: str, secret: bytes) -> str:
+    payload = orjson.dumps({"v": values, "f": fingerprint})
+    signature = hmac.new(secret, payload, hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(signature + payload).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, fingerprint: str, secret: bytes) -> list[Any]:
+    problem = ValidationFailed({"cursor": "Invalid, tampered, or from another filter or sort"})
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except ValueError:
+        raise problem from None
+    signature, payload = raw[:12], raw[12:]
+    if not hmac.compare_digest(signature, hmac.new(secret, payload, hashlib.sha256).digest()[:12]):
+        raise problem
+    data = orjson.loads(payload)
+    if data.get("f") != fingerprint:
+        raise problem
+    values: list[Any] = data["v"]
+    return values
+
+
+def _today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+class Sql:
+    """Collects `$n` parameters while a statement is written."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+
+    def arg(self, value: Any, cast: str = "") -> str:
+        self.args.append(value)
+        return f"${len(self.args)}{cast}"
+
+
+def where_clause(query: ListQuery, sql: Sql) -> str:
+    conditions = [] if query.include_deleted else ["NOT deleted"]
+    for name, value in query.filters:
+        if name == "completed":
+            conditions.append("completed" if value else "NOT completed")
+        elif name == "has_due_date":
+            conditions.append("due_date IS NOT NULL" if value else "due_date IS NULL")
+        elif name == "overdue":
+            today = sql.arg(_today(), "::date")
+            overdue = f"(due_date < {today} AND NOT completed)"
+            conditions.append(overdue if value else f"NOT coalesce({overdue}, false)")
+        elif name == "priority":
+            conditions.append(
+                f"priority = {sql.arg(value[0])}" if len(value) == 1
+                else f"priority = ANY({sql.arg(value, '::smallint[]')})"
+            )
+        elif name == "priority_min":
+            conditions.append(f"priority >= {sql.arg(value)}")
+        elif name == "priority_max":
+            conditions.append(f"priority <= {sql.arg(value)}")
+        elif name == "tags":
+            conditions.append(f"tags && {sql.arg(value, '::text[]')}")
+        elif name == "tags_all":
+            conditions.append(f"tags @> {sql.arg(value, '::text[]')}")
+        elif name == "due_before":
+            conditions.append(f"due_date <= {sql.arg(value)}")
+        elif name == "due_after":
+            conditions.append(f"due_date >= {sql.arg(value)}")
+        elif name == "q":
+            conditions.append(f"search @@ websearch_to_tsquery('simple', {sql.arg(value)})")
+        elif name == "created_after":
+            conditions.append(f"created_at >= {sql.arg(value)}")
+        elif name == "created_before":
+            conditions.append(f"created_at <= {sql.arg(value)}")
+        elif name == "updated_after":
+            conditions.append(f"updated_at >= {sql.arg(value)}")
+    return " AND ".join(conditions) or "true"
+
+
+def order_clause(query: ListQuery) -> str:
+    parts = []
+    for name, descending in query.sort:
+        column, nullable = SORT_COLUMNS[name]
+        parts.append(
+            f"{column} {'DESC' if descending else 'ASC'}{' NULLS LAST' if nullable else ''}"
+        )
+    parts.append("id ASC")
+    return ", ".join(parts)
+
+
+def _key_value(name: str, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if name in ("created_at", "updated_at"):
+        return datetime.fromisoformat(raw)
+    if name == "due_date":
+        return date.fromisoformat(raw)
+    return raw
+
+
+def keyset_clause(query: ListQuery, sql: Sql) -> str:
+    """Rows strictly after the cursor in the sort order (nulls last in both directions)."""
+    assert query.after is not None
+    keys = list(query.sort)
+    problem = ValidationFailed({"cursor": "Invalid cursor"})
+    if len(query.after) != len(keys) + 1:
+        raise problem
+    try:
+        values = [_key_value(name, raw) for (name, _), raw in zip(keys, query.after, strict=False)]
+        last_id = UUID(query.after[-1])
+    except (ValueError, TypeError, AttributeError):
+        raise problem from None
+    expression = f"id > {sql.arg(last_id)}"
+    for (name, descending), value in reversed(list(zip(keys, values, strict=True))):
+        column, nullable = SORT_COLUMNS[name]
+        if value is None:
+            expression = f"({column} IS NULL AND {expression})"
+            continue
+        placeholder = sql.arg(value)
+        after = f"{column} {'<' if descending else '>'} {placeholder}"
+        if nullable:
+            after = f"({after} OR {column} IS NULL)"
+        expression = f"({after} OR ({column} = {placeholder} AND {expression}))"
+    first_name, first_descending = keys[0]
+    first_column, first_nullable = SORT_COLUMNS[first_name]
+    if not first_nullable:
+        # A redundant bound on the leading key lets the index range-scan from the cursor.
+        bound = sql.arg(values[0])
+        expression = f"{first_column} {'<=' if first_descending else '>='} {bound} AND {expression}"
+    return expression
+
+
+def cursor_values(query: ListQuery, row: Any) -> list[Any]:
+    values: list[Any] = []
+    for name, _ in query.sort:
+        value = row[f"k_{name}"]
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, date):
+            value = value.isoformat()
+        values.append(value)
+    values.append(str(row["id"]))
+    return values
+
+
+def list_statement(query: ListQuery) -> tuple[str, list[Any]]:
+    """One statement, so the page, the total and the position share one snapshot."""
+    sql = Sql()
+    where = where_clause(query, sql)
+    page_where = where
+    if query.after is not None:
+        page_where = f"{where} AND {keyset_clause(query, sql)}"
+    order = order_clause(query)
+    keys = ", ".join(f"{SORT_COLUMNS[name][0]} AS k_{name}" for name, _ in query.sort)
+    limit = sql.arg(query.limit + 1)
+    offset = sql.arg(query.offset or 0)
+    outer_order = ", ".join(
+        f"page.k_{name} {'DESC' if d else 'ASC'}{' NULLS LAST' if SORT_COLUMNS[name][1] else ''}"
+        for name, d in query.sort
+    )
+    statement = (
+        "SELECT state.position, total.n AS total, page.doc, page.id"
+        + "".join(f", page.k_{name}" for name, _ in query.sort)
+        + " FROM (SELECT position FROM projection_state WHERE name = 'projector') AS state"
+        f" CROSS JOIN (SELECT count(*) AS n FROM tasks WHERE {where}) AS total"
+        f" LEFT JOIN LATERAL (SELECT doc, id, {keys} FROM tasks WHERE {page_where}"
+        f" ORDER BY {order} LIMIT {limit} OFFSET {offset}) AS page ON true"
+        f" ORDER BY {outer_order}, page.id ASC"
+    )
+    return statement, sql.args

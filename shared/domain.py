@@ -1,0 +1,199 @@
+"""The Task aggregate, its three events, and the fold from events to the REST task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    JSONTranscoder,
+    Mapper,
+    StoredEvent,
+    UUIDAsHex,
+)
+
+EVENTS_TABLE = "tasks_events"
+"""The library names its table after the application (`Tasks`): `tasks_events`."""
+
+TaskDict = dict[str, Any]
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Timestamps on the wire: UTC, six fractional digits, `Z`."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Task(Aggregate):
+    """A task. State changes only; the rules for valid commands live in the command service."""
+
+    TOPIC = "Task"
+
+    class Event(Aggregate.Event):
+        """Base of the task's events: the request's correlation id travels in every event."""
+
+        TOPIC = "Task.Event"
+        correlation_id: str | None
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = "TaskCreated"
+        class_version = 2
+
+        title: str
+        description: str | None
+        priority: int
+        due_date: str | None
+        tags: list[str]
+        idempotency_key: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Version 1 stored no idempotency key (and no correlation id).
+            state.setdefault("idempotency_key", None)
+            state.setdefault("correlation_id", None)
+
+    class Updated(Event):
+        TOPIC = "TaskUpdated"
+
+        changes: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            for name, value in self.changes.items():
+                setattr(aggregate, name, value)
+
+    class SoftDeleted(Event):
+        TOPIC = "TaskSoftDeleted"
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.deleted = True
+            aggregate.deleted_at = format_timestamp(self.timestamp)
+
+    def __init__(
+        self,
+        title: str,
+        description: str | None,
+        priority: int,
+        due_date: str | None,
+        tags: list[str],
+        idempotency_key: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        self.title = title
+        self.description = description
+        self.priority = priority
+        self.due_date = due_date
+        self.tags = list(tags)
+        self.idempotency_key = idempotency_key
+        self.completed = False
+        self.completed_at: str | None = None
+        self.deleted = False
+        self.deleted_at: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        task_id: UUID,
+        *,
+        title: str,
+        description: str | None,
+        priority: int,
+        due_date: str | None,
+        tags: list[str],
+        idempotency_key: str | None,
+        correlation_id: str | None,
+    ) -> Task:
+        return cls._create(
+            cls.Created,
+            id=task_id,
+            title=title,
+            description=description,
+            priority=priority,
+            due_date=due_date,
+            tags=tags,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+        )
+
+    def next_timestamp(self) -> datetime:
+        """The later of the clock and the last event's time: a task's history never goes back."""
+        return max(_now(), self.modified_on)
+
+    def update(self, changes: dict[str, Any], correlation_id: str | None) -> None:
+        """Record the fields that changed; `completed` brings its `completed_at`."""
+        moment = self.next_timestamp()
+        changes = dict(changes)
+        if "completed" in changes:
+            changes["completed_at"] = format_timestamp(moment) if changes["completed"] else None
+        self.trigger_event(
+            self.Updated, changes=changes, correlation_id=correlation_id, timestamp=moment
+        )
+
+    def soft_delete(self, correlation_id: str | None) -> None:
+        self.trigger_event(
+            self.SoftDeleted, correlation_id=correlation_id, timestamp=self.next_timestamp()
+        )
+
+
+def task_to_dict(task: Task) -> TaskDict:
+    """The REST representation of a task (every field, always present)."""
+    return {
+        "id": str(task.id),
+        "title": task.title,
+        "description": task.description,
+        "priority": task.priority,
+        "due_date": task.due_date,
+        "tags": list(task.tags),
+        "completed": task.completed,
+        "completed_at": task.completed_at,
+        "deleted": task.deleted,
+        "deleted_at": task.deleted_at,
+        "created_at": format_timestamp(task.created_on),
+        "updated_at": format_timestamp(task.modified_on),
+        "version": task.version,
+    }
+
+
+def fold(events: Iterable[Task.Event], task: Task | None = None) -> Task | None:
+    """Apply events in version order to a task (or to nothing, for a `TaskCreated`)."""
+    for domain_event in events:
+        task = domain_event.mutate(task)
+    return task
+
+
+def create_transcoder() -> JSONTranscoder:
+    transcoder = JSONTranscoder()
+    transcoder.register(UUIDAsHex())
+    transcoder.register(DatetimeAsISO())
+    return transcoder
+
+
+def create_mapper() -> Mapper[UUID]:
+    """Decodes stored events outside the library's application (relay, projector, queries)."""
+    return Mapper(transcoder=create_transcoder())
+
+
+EVENT_TYPES = {
+    "TaskCreated": "task.created",
+    "TaskUpdated": "task.updated",
+    "TaskSoftDeleted": "task.soft_deleted",
+}
+"""Stored topic → CloudEvents type and routing key."""
+
+
+def decode(mapper: Mapper[UUID], row: Any) -> Task.Event:
+    """Decode one events-table row (`originator_id, originator_version, topic, state`)."""
+    return mapper.to_domain_event(
+        StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+    )

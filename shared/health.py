@@ -1,0 +1,31 @@
+"""Readiness checks: can this process reach what it needs to serve?"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aio_pika
+import asyncpg
+
+CHECK_TIMEOUT = 2.0
+
+
+async def postgres_check(state: Any) -> tuple[str, bool, dict[str, Any]]:
+    try:
+        conn = await asyncpg.connect(state.settings.database_url, timeout=CHECK_TIMEOUT)
+        await conn.close()
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        return "postgresql", False, {}
+    return "postgresql", True, {}
+
+
+async def rabbitmq_check(state: Any) -> tuple[str, bool, dict[str, Any]]:
+    try:
+        connection = await asyncio.wait_for(
+            aio_pika.connect(state.settings.amqp_url), CHECK_TIMEOUT
+        )
+        await connection.close()
+    except (OSError, aio_pika.exceptions.AMQPError, asyncio.TimeoutError):
+        return "rabbitmq", False, {}
+    return "rabbitmq", True, {}

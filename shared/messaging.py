@@ -1,0 +1,76 @@
+"""The broker topology and the CloudEvents envelope: how a stored event looks on the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from shared.config import Settings
+from shared.domain import EVENT_TYPES, Task, TaskDict, format_timestamp
+
+SOURCE = "tasks/command-service"
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+
+
+def event_id(task_id: str, version: int) -> str:
+    """Deterministic: every publication of one event carries the same id."""
+    return f"{task_id}:{version}"
+
+
+def to_cloudevent(event: Task.Event, position: int, task: TaskDict) -> dict[str, Any]:
+    """The one place a stored event becomes a wire event."""
+    topic = type(event).TOPIC
+    kind = EVENT_TYPES[topic]
+    task_id = str(event.originator_id)
+    data: dict[str, Any] = {"task": task}
+    if isinstance(event, Task.Updated):
+        data["changes"] = event.changes
+    return {
+        "specversion": "1.0",
+        "id": event_id(task_id, event.originator_version),
+        "source": SOURCE,
+        "type": kind,
+        "subject": task_id,
+        "time": format_timestamp(event.timestamp),
+        "datacontenttype": "application/json",
+        "sequence": f"{event.originator_version:020d}",
+        "position": position,
+        "correlationid": event.correlation_id,
+        "data": data,
+    }
+
+
+def to_message(envelope: dict[str, Any], event: Task.Event) -> aio_pika.Message:
+    correlation = envelope["correlationid"]
+    return aio_pika.Message(
+        body=orjson.dumps(envelope),
+        content_type=CLOUDEVENTS_CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=envelope["id"],
+        type=envelope["type"],
+        correlation_id=correlation[:255] if correlation else None,
+        timestamp=event.timestamp,
+        app_id="tasks",
+    )
+
+
+async def declare_topology(
+    channel: AbstractChannel, settings: Settings
+) -> tuple[AbstractExchange, AbstractQueue]:
+    """The exchange, the projector's queue and its binding: declared alike by every part."""
+    exchange = await channel.declare_exchange(
+        settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    queue = await channel.declare_queue(
+        settings.projector_queue,
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
+    )
+    await queue.bind(exchange, routing_key="#")
+    await channel.declare_queue(
+        settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    return exchange, queue

@@ -1,0 +1,153 @@
+"""HTTP plumbing every app shares: fast JSON responses, request ids, service endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import ORJSONResponse
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+_VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(content), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def raw_json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def valid_token(value: str | None) -> bool:
+    """1 to 200 visible ASCII characters (request ids and idempotency keys)."""
+    return value is not None and _VISIBLE_ASCII.match(value) is not None
+
+
+class RequestIdMiddleware:
+    """Takes `X-Request-ID` (or makes one), exposes it to the handler, echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        request_id = given if valid_token(given) else uuid.uuid4().hex
+        assert request_id is not None
+        token = request_id_var.set(request_id)
+        encoded = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+Resource = Callable[[Any, "Settings"], AbstractAsyncContextManager[None]]
+"""Something a process holds open while it serves: `resource(app.state, settings)`."""
+
+
+def make_app(
+    title: str,
+    settings: Settings,
+    routers: list[APIRouter],
+    resources: list[Resource],
+    ready_checks: list[Callable[[Any], Awaitable[tuple[str, bool, dict[str, Any]]]]],
+    schemas: dict[str, dict[str, Any]] | None = None,
+) -> FastAPI:
+    """One FastAPI app: the routers, the error handlers, the resources opened in its lifespan."""
+    from shared.errors import error_response, install_error_handlers
+    from shared.openapi import COMMON_SCHEMAS
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for resource in resources:
+                await stack.enter_async_context(resource(app.state, settings))
+            yield
+
+    app = FastAPI(
+        title=title,
+        version="1.0.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        redirect_slashes=False,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+
+    @app.get("/health", tags=["service"], summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["service"], summary="Readiness: dependencies and lag")
+    async def ready(request: Request) -> Response:
+        body: dict[str, Any] = {"status": "ready", "checks": {}}
+        failed: dict[str, str] = {}
+        for check in ready_checks:
+            name, ok, extra = await check(request.app.state)
+            body["checks"][name] = "ok" if ok else "failing"
+            if not ok:
+                failed[name] = "unreachable"
+            body.update(extra)
+        if failed:
+            return error_response(503, failed)
+        return json_response(body)
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(COMMON_SCHEMAS)
+            components.update(schemas or {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for status, response in operation.get("responses", {}).items():
+                        if status.startswith(("4", "5")):
+                            response["content"] = error_content
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,10 +1,10 @@
 """The one command-line entry: run any part or all of them, and the operations on the store.
 
-    python cli.py serve              # the whole API on :8000, relay and projector inside
-    python cli.py migrate            # create databases, tables and broker topology
-    python cli.py replay --from-position N [--to-position M] (--queue NAME | --all)
-    python cli.py rebuild            # rebuild the read table from the store, reads keep working
-    python cli.py verify             # compare the read table with a replay of the store
+python cli.py serve              # the whole API on :8000, relay and projector inside
+python cli.py migrate            # create databases, tables and broker topology
+python cli.py replay --from-position N [--to-position M] (--queue NAME | --all)
+python cli.py rebuild            # rebuild the read table from the store, reads keep working
+python cli.py verify             # compare the read table with a replay of the store
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 from fastapi import FastAPI
 
-from command_service.api import BodyGate, WRITE_SCHEMAS, event_store
+from command_service.api import WRITE_SCHEMAS, BodyGate, event_store
 from command_service.api import router as write_router
 from command_service.relay import relay_task
 from projector.consumer import projector_task
@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         from command_service.relay import replay as run_replay
 
-        count = asyncio.run(
-            run_replay(settings, args.from_position, args.to_position, args.queue)
-        )
+        count = asyncio.run(run_replay(settings, args.from_position, args.to_position, args.queue))
         print(f"republished {count} events")
         return 0
     if args.command == "rebuild":

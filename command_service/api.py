@@ -23,8 +23,8 @@ from command_service.commands import (
 )
 from command_service.relay import relay_task
 from shared.config import Settings
-from shared.health import postgres_check, rabbitmq_check
 from shared.errors import NotFound, ValidationFailed, error_response, error_responses
+from shared.health import postgres_check, rabbitmq_check
 from shared.web import Resource, json_response, make_app, request_id_var, valid_token
 
 JSON_TYPES = {"application/json", "application/merge-patch+json"}
@@ -134,7 +134,13 @@ WRITE_ERRORS = error_responses(401, 403, 413, 415, 422, 500)
     summary="Create a task",
     response_model=None,
     openapi_extra=_body_schema(TaskCreate, ("application/json",)),
-    responses={201: {"description": "Created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}, **WRITE_ERRORS},
+    responses={
+        201: {
+            "description": "Created",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
+        },
+        **WRITE_ERRORS,
+    },
 )
 async def create_task(request: Request) -> Response:
     fields = validate_create(await request.body())
@@ -156,7 +162,14 @@ async def create_task(request: Request) -> Response:
     summary="Update some fields of a task",
     response_model=None,
     openapi_extra=_body_schema(TaskPatch, ("application/json", "application/merge-patch+json")),
-    responses={200: {"description": "Updated", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}, **WRITE_ERRORS, **error_responses(404, 412)},
+    responses={
+        200: {
+            "description": "Updated",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
+        },
+        **WRITE_ERRORS,
+        **error_responses(404, 412),
+    },
 )
 async def update_task(task_id: str, request: Request) -> Response:
     patch = validate_patch(await request.body())

@@ -88,9 +88,7 @@ class TaskApplication(Application[UUID]):
         for _ in range(MAX_CONFLICT_RETRIES):
             task = self._get_live(task_id)
             _check_if_match(task, if_match)
-            changes = {
-                name: value for name, value in patch.items() if getattr(task, name) != value
-            }
+            changes = {name: value for name, value in patch.items() if getattr(task, name) != value}
             if "due_date" in changes:
                 check_not_past(changes["due_date"])
             if not changes:
@@ -121,7 +119,7 @@ class TaskApplication(Application[UUID]):
 
     def _get_live(self, task_id: UUID) -> Task:
         try:
-            task = self.repository.get(task_id)
+            task: Task = self.repository.get(task_id)
         except AggregateNotFoundError:
             raise NotFound() from None
         assert isinstance(task, Task)
@@ -134,7 +132,7 @@ class TaskApplication(Application[UUID]):
         datastore = self.recorder.datastore  # type: ignore[attr-defined]
         with datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(
-                f"SELECT notification_id FROM {EVENTS_TABLE} "  # noqa: S608 - a constant
+                f"SELECT notification_id FROM {EVENTS_TABLE} "
                 "WHERE originator_id = %s AND originator_version = %s",
                 (task_id, version),
                 prepare=True,
@@ -146,7 +144,9 @@ class TaskApplication(Application[UUID]):
 
 def _check_if_match(task: Task, if_match: list[int] | None) -> None:
     if if_match and task.version not in if_match:
-        raise PreconditionFailed(f"Current version is {task.version}", {"ETag": f'"{task.version}"'})
+        raise PreconditionFailed(
+            f"Current version is {task.version}", {"ETag": f'"{task.version}"'}
+        )
 
 
 async def migrate_store(settings: Settings) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -29,7 +29,7 @@ UPDATABLE = ("title", "description", "priority", "due_date", "tags", "completed"
 
 
 def today_utc() -> date:
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def check_text(value: str) -> str:
@@ -105,10 +105,14 @@ class TaskCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: StrictStr = Field(description="1 to 200 characters after trimming", examples=["Write the report"])
+    title: StrictStr = Field(
+        description="1 to 200 characters after trimming", examples=["Write the report"]
+    )
     description: StrictStr | None = Field(default=None, description="At most 10,000 characters")
     priority: Priority = Field(default=3, description="1 (lowest) to 5 (highest)")
-    due_date: StrictStr | None = Field(default=None, description="YYYY-MM-DD, not before today (UTC)")
+    due_date: StrictStr | None = Field(
+        default=None, description="YYYY-MM-DD, not before today (UTC)"
+    )
     tags: list[StrictStr] = Field(default_factory=list, description="At most 20; normalised")
 
     _title = field_validator("title")(check_title)
@@ -117,7 +121,7 @@ class TaskCreate(BaseModel):
 
 
 class TaskPatch(BaseModel):
-    """Body of `PATCH /api/v1/tasks/{id}`: absent fields stay; `null` clears description and due date."""
+    """Body of `PATCH /api/v1/tasks/{id}`: absent fields stay; `null` clears description or date."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -125,7 +129,7 @@ class TaskPatch(BaseModel):
     description: StrictStr | None = None
     priority: Priority = Field(default=None, description="Never null")  # type: ignore[assignment]
     due_date: StrictStr | None = None
-    tags: list[StrictStr] = Field(default=None, description="Never null; [] clears")  # type: ignore[assignment]
+    tags: list[StrictStr] = Field(default=None, description="Never null; [] clears")  # type: ignore[arg-type]
     completed: StrictBool = Field(default=None, description="Sets or clears completed_at")  # type: ignore[assignment]
 
     _title = field_validator("title")(check_title)

@@ -145,7 +145,8 @@ class Relay:
     async def _serve(self) -> None:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+            # Standby: poll for the lock; the holder's connection ending releases it.
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):  # noqa: ASYNC110
                 await asyncio.sleep(1.0)
             wake = asyncio.Event()
             await conn.add_listener(EVENTS_TABLE, lambda *_: wake.set())
@@ -201,7 +202,7 @@ async def relay_task(state: Any, settings: Settings) -> AsyncIterator[None]:
 async def replay(
     settings: Settings, from_position: int, to_position: int | None, queue: str | None
 ) -> int:
-    """Republish stored events (same ids) to one queue, or to the whole exchange when `queue` is None."""
+    """Republish stored events (same ids) to one queue, or to the whole exchange (`queue=None`)."""
     conn = await asyncpg.connect(settings.database_url)
     states = TaskStates()
     count = 0

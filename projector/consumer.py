@@ -17,7 +17,6 @@ from typing import Any
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-
 from fastapi import FastAPI
 
 from projector.projection import Change, Undecodable, apply, migrate_read_model, parse_change
@@ -63,10 +62,13 @@ class Projector:
                 await channel.set_qos(prefetch_count=self.settings.projector_prefetch)
                 _, queue = await declare_topology(channel, self.settings)
                 inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-                closed = asyncio.get_running_loop().create_future()
-                channel.close_callbacks.add(
-                    lambda *_: closed.done() or closed.set_result(None)
-                )
+                closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+                def on_close(*_: object) -> None:
+                    if not closed.done():
+                        closed.set_result(None)
+
+                channel.close_callbacks.add(on_close)
                 await queue.consume(inbox.put)
                 self.consuming = True
                 log.info("projector consuming", extra={"position": self.position})
@@ -83,8 +85,9 @@ class Projector:
         closed: asyncio.Future[None],
     ) -> None:
         while True:
-            getter = asyncio.ensure_future(inbox.get())
-            done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            getter: asyncio.Future[AbstractIncomingMessage] = asyncio.ensure_future(inbox.get())
+            waiting: set[asyncio.Future[Any]] = {getter, closed}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
                 raise ConnectionError("broker channel closed")

@@ -13,6 +13,9 @@ import orjson
 from shared.config import Settings
 from shared.database import ddl_lock, ensure_database
 
+PROJECTION_LOCK_KEY = 7_301_124_003
+"""Held by every apply transaction; `rebuild` holds it while it catches up and swaps tables."""
+
 PROJECTION_CHANNEL = "tasks_projection"
 """NOTIFY channel: the new projection position after every commit (read-your-writes waits)."""
 
@@ -20,15 +23,13 @@ COLUMNS = (
     "id, title, description, priority, due_date, tags, completed, completed_at, "
     "deleted, deleted_at, created_at, updated_at, version, position, doc"
 )
-UPDATES = ", ".join(
-    f"{name} = EXCLUDED.{name}" for name in COLUMNS.split(", ") if name != "id"
-)
+UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in COLUMNS.split(", ") if name != "id")
 
 
 def upsert_sql(table: str = "tasks") -> str:
     # An older or equal version never overwrites a newer row: redeliveries are no-ops.
     return (
-        f"INSERT INTO {table} AS t ({COLUMNS}) VALUES "  # noqa: S608 - table is ours
+        f"INSERT INTO {table} AS t ({COLUMNS}) VALUES "
         "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
         f"ON CONFLICT (id) DO UPDATE SET {UPDATES} WHERE t.version < EXCLUDED.version"
     )
@@ -99,6 +100,7 @@ def parse_change(body: bytes) -> Change:
 async def apply(conn: asyncpg.Connection, changes: list[Change], dead_letters: int = 0) -> int:
     """Apply a batch in one transaction, record the position, signal it; returns the position."""
     async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_KEY)
         if changes:
             await conn.executemany(upsert_sql(), [change.row for change in changes])
         position = max((change.position for change in changes), default=0)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -38,7 +38,7 @@ TASK_PARAMETERS = {"version", "as_of", "min_position"}
 
 
 class PositionWatcher:
-    """Knows how far the read model has caught up: LISTEN for the projector's signal, poll as fallback."""
+    """How far the read model has caught up: LISTEN for the projector's signal, poll as fallback."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
@@ -151,7 +151,13 @@ def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, st
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
 READ_ERRORS = error_responses(401, 403, 404, 422, 500, 503)
 LIST_PARAMETERS = [
-    {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": text,
+        "schema": {"type": "string"},
+    }
     for name, text in PARAMETERS.items()
 ]
 
@@ -162,7 +168,13 @@ LIST_PARAMETERS = [
     summary="Search, filter, sort and paginate tasks",
     response_model=None,
     openapi_extra={"parameters": LIST_PARAMETERS},
-    responses={200: {"description": "A page of tasks", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPage"}}}}, **READ_ERRORS},
+    responses={
+        200: {
+            "description": "A page of tasks",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPage"}}},
+        },
+        **READ_ERRORS,
+    },
 )
 async def list_tasks(request: Request) -> Response:
     settings: Settings = request.app.state.settings
@@ -176,7 +188,9 @@ async def list_tasks(request: Request) -> Response:
     try:
         rows = await request.app.state.read_pool.fetch(statement, *args)
     except asyncpg.UndefinedTableError:
-        raise ServiceUnavailable("The read model is not initialised yet", {"Retry-After": "1"}) from None
+        raise ServiceUnavailable(
+            "The read model is not initialised yet", {"Retry-After": "1"}
+        ) from None
     position = rows[0]["position"]
     total = rows[0]["total"]
     page = [row for row in rows if row["doc"] is not None]
@@ -237,19 +251,42 @@ def _positive(name: str, value: str) -> int:
     response_model=None,
     openapi_extra={
         "parameters": [
-            {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
-            {"name": "as_of", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}},
-            {"name": "min_position", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            {
+                "name": "version",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            {
+                "name": "as_of",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "format": "date-time"},
+            },
+            {
+                "name": "min_position",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+            },
         ]
     },
-    responses={200: {"description": "The task", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}, 304: {"description": "Not modified"}, **READ_ERRORS},
+    responses={
+        200: {
+            "description": "The task",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
+        },
+        304: {"description": "Not modified"},
+        **READ_ERRORS,
+    },
 )
 async def get_task(task_id: str, request: Request) -> Response:
     params = _single_params(request)
     if "version" in params and "as_of" in params:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
     minimum = _min_position(
-        request, _positive("min_position", params["min_position"]) if "min_position" in params else None
+        request,
+        _positive("min_position", params["min_position"]) if "min_position" in params else None,
     )
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
@@ -262,7 +299,9 @@ async def get_task(task_id: str, request: Request) -> Response:
             uuid,
         )
     except asyncpg.UndefinedTableError:
-        raise ServiceUnavailable("The read model is not initialised yet", {"Retry-After": "1"}) from None
+        raise ServiceUnavailable(
+            "The read model is not initialised yet", {"Retry-After": "1"}
+        ) from None
     position = row["position"]
     request.app.state.watcher.advance(position)
     if row["doc"] is None:
@@ -292,12 +331,14 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
             if as_of.tzinfo is None:
                 raise ValueError
         except ValueError:
-            raise ValidationFailed({"as_of": "Must be an ISO 8601 timestamp with Z or an offset"}) from None
+            raise ValidationFailed(
+                {"as_of": "Must be an ISO 8601 timestamp with Z or an offset"}
+            ) from None
     uuid = _task_id(task_id)
     task = await store.state_at(request.app.state.store_pool, uuid, version, as_of)
     if task is None:
         raise NotFound()
-    settled = as_of is None or as_of < datetime.now(timezone.utc)
+    settled = as_of is None or as_of < datetime.now(UTC)
     headers = {
         "ETag": f'"{task["version"]}"',
         "Cache-Control": "max-age=31536000, immutable" if settled else "no-cache",
@@ -311,7 +352,13 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     methods=["GET", "HEAD"],
     summary="Every event of a task, in version order (audit replay)",
     response_model=None,
-    responses={200: {"description": "The task's events", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/History"}}}}, **READ_ERRORS},
+    responses={
+        200: {
+            "description": "The task's events",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/History"}}},
+        },
+        **READ_ERRORS,
+    },
 )
 async def task_history(task_id: str, request: Request) -> Response:
     if request.query_params:

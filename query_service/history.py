@@ -8,7 +8,15 @@ from uuid import UUID
 
 import asyncpg
 
-from shared.domain import EVENTS_TABLE, Task, create_mapper, decode, fold, format_timestamp, task_to_dict
+from shared.domain import (
+    EVENTS_TABLE,
+    Task,
+    create_mapper,
+    decode,
+    fold,
+    format_timestamp,
+    task_to_dict,
+)
 
 SELECT_EVENTS = (
     "SELECT notification_id, originator_id, originator_version, topic, state "

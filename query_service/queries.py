@@ -1,4 +1,4 @@
-"""List parameters → one SQL statement: filters, multi-key sort, offset or keyset cursor, exact total."""
+"""List parameters to one SQL statement: filters, multi-key sort, offset or cursor, exact total."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -143,9 +143,7 @@ def _sort(value: str) -> list[tuple[str, bool]]:
     return keys
 
 
-def parse_list_query(
-    items: list[tuple[str, str]], *, max_offset: int, secret: bytes
-) -> ListQuery:
+def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: bytes) -> ListQuery:
     """Every rule of the list parameters; 422 names the parameter."""
     seen: dict[str, str] = {}
     for name, value in items:
@@ -216,7 +214,7 @@ def decode_cursor(cursor: str, fingerprint: str, secret: bytes) -> list[Any]:
 
 
 def _today() -> date:
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 class Sql:
@@ -243,7 +241,8 @@ def where_clause(query: ListQuery, sql: Sql) -> str:
             conditions.append(overdue if value else f"NOT coalesce({overdue}, false)")
         elif name == "priority":
             conditions.append(
-                f"priority = {sql.arg(value[0])}" if len(value) == 1
+                f"priority = {sql.arg(value[0])}"
+                if len(value) == 1
                 else f"priority = ANY({sql.arg(value, '::smallint[]')})"
             )
         elif name == "priority_min":
@@ -326,9 +325,7 @@ def cursor_values(query: ListQuery, row: Any) -> list[Any]:
     values: list[Any] = []
     for name, _ in query.sort:
         value = row[f"k_{name}"]
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, date):
+        if isinstance(value, (datetime, date)):
             value = value.isoformat()
         values.append(value)
     values.append(str(row["id"]))

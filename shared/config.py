@@ -39,7 +39,8 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 1_048_576
     max_offset: int = 100_000
-    cursor_secret: str = "tasks-cursor"
+    # Signs cursors so a tampered one is refused; cursors only hold sort keys, not secrets.
+    cursor_secret: str = "tasks-cursor"  # noqa: S105
     max_query_length: int = 8192
     min_position_wait_seconds: float = 5.0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,11 +24,11 @@ TaskDict = dict[str, Any]
 
 def format_timestamp(moment: datetime) -> str:
     """Timestamps on the wire: UTC, six fractional digits, `Z`."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Task(Aggregate):
@@ -189,7 +189,7 @@ EVENT_TYPES = {
 
 def decode(mapper: Mapper[UUID], row: Any) -> Task.Event:
     """Decode one events-table row (`originator_id, originator_version, topic, state`)."""
-    return mapper.to_domain_event(
+    event = mapper.to_domain_event(
         StoredEvent(
             originator_id=row["originator_id"],
             originator_version=row["originator_version"],
@@ -197,3 +197,5 @@ def decode(mapper: Mapper[UUID], row: Any) -> Task.Event:
             state=bytes(row["state"]),
         )
     )
+    assert isinstance(event, Task.Event)
+    return event

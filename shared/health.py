@@ -15,7 +15,7 @@ async def postgres_check(state: Any) -> tuple[str, bool, dict[str, Any]]:
     try:
         conn = await asyncpg.connect(state.settings.database_url, timeout=CHECK_TIMEOUT)
         await conn.close()
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return "postgresql", False, {}
     return "postgresql", True, {}
 
@@ -26,6 +26,6 @@ async def rabbitmq_check(state: Any) -> tuple[str, bool, dict[str, Any]]:
             aio_pika.connect(state.settings.amqp_url), CHECK_TIMEOUT
         )
         await connection.close()
-    except (OSError, aio_pika.exceptions.AMQPError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
         return "rabbitmq", False, {}
     return "rabbitmq", True, {}

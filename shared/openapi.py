@@ -13,8 +13,19 @@ TASK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": [
-        "id", "title", "description", "priority", "due_date", "tags", "completed",
-        "completed_at", "deleted", "deleted_at", "created_at", "updated_at", "version",
+        "id",
+        "title",
+        "description",
+        "priority",
+        "due_date",
+        "tags",
+        "completed",
+        "completed_at",
+        "deleted",
+        "deleted_at",
+        "created_at",
+        "updated_at",
+        "version",
     ],
     "properties": {
         "id": {"type": "string", "format": "uuid"},
@@ -54,7 +65,14 @@ HISTORY_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["version", "type", "occurred_at", "position", "correlation_id", "data"],
+                "required": [
+                    "version",
+                    "type",
+                    "occurred_at",
+                    "position",
+                    "correlation_id",
+                    "data",
+                ],
                 "properties": {
                     "version": {"type": "integer", "minimum": 1},
                     "type": {"enum": ["TaskCreated", "TaskUpdated", "TaskSoftDeleted"]},

@@ -1,6 +1,7 @@
 """The one command-line entry: run any part or all of them, and the operations on the store.
 
 python cli.py serve              # the whole API on :8000, relay and projector inside
+python cli.py relay              # the relay alone (standbys wait for the lock)
 python cli.py migrate            # create databases, tables and broker topology
 python cli.py replay --from-position N [--to-position M] (--queue NAME | --all)
 python cli.py rebuild            # rebuild the read table from the store, reads keep working
@@ -17,8 +18,8 @@ from fastapi import FastAPI
 
 from command_service.api import WRITE_SCHEMAS, BodyGate, event_store
 from command_service.api import router as write_router
-from command_service.relay import relay_task
-from projector.consumer import projector_task
+from command_service.relay import relay_ready, relay_task
+from projector.consumer import projector_ready, projector_task
 from query_service.api import ProjectionPositionHeader, read_pools
 from query_service.api import router as read_router
 from shared.config import Settings
@@ -34,7 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings,
         [write_router, read_router],
         [event_store, projector_task, read_pools, relay_task],
-        [postgres_check, rabbitmq_check],
+        [postgres_check, rabbitmq_check, relay_ready, projector_ready],
         WRITE_SCHEMAS,
     )
     app.add_middleware(ProjectionPositionHeader)
@@ -42,16 +43,21 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def migrate(settings: Settings) -> None:
-    import aio_pika
+def create_relay_app(settings: Settings) -> FastAPI:
+    """The relay on its own (`cli.py relay`), with /health, /ready and /metrics."""
+    return make_app(
+        "Tasks relay", settings, [], [relay_task], [postgres_check, rabbitmq_check, relay_ready]
+    )
 
+
+async def migrate(settings: Settings) -> None:
     from command_service.application import migrate_store
     from projector.projection import migrate_read_model
-    from shared.messaging import declare_topology
+    from shared.messaging import connect, declare_topology
 
     await migrate_store(settings)
     await migrate_read_model(settings)
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect(settings, "migrate")
     async with connection:
         await declare_topology(await connection.channel(), settings)
 
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tasks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the whole API in one process on TASKS_PORT (8000)")
+    commands.add_parser("relay", help="run the relay alone on TASKS_RELAY_PORT (8004)")
     commands.add_parser("migrate", help="create databases, tables and broker topology")
     replay = commands.add_parser("replay", help="republish stored events (same ids)")
     replay.add_argument("--from-position", type=int, required=True)
@@ -74,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "serve":
         serve(create_app(settings), settings, settings.port)
+        return 0
+    if args.command == "relay":
+        serve(create_relay_app(settings), settings, settings.relay_port)
         return 0
     if args.command == "migrate":
         asyncio.run(migrate(settings))

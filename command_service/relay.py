@@ -9,19 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from uuid import UUID
 
-import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
+from command_service.application import migrate_store
 from shared.config import Settings
 from shared.domain import EVENT_TYPES, EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
-from shared.messaging import declare_topology, to_cloudevent, to_message
+from shared.lag import lag_behind
+from shared.messaging import connect, declare_topology, to_cloudevent, to_message
 
 log = logging.getLogger("tasks.relay")
 
@@ -114,17 +114,19 @@ class Relay:
         self.settings = settings
         self.states = TaskStates()
         self.position = 0
-        self.head = 0
         self.active = False
-        self.published_at = time.time()
         self.published = 0
 
-    def lag(self) -> dict[str, float]:
-        behind = max(self.head - self.position, 0)
-        return {
-            "positions": behind,
-            "seconds": round(time.time() - self.published_at, 3) if behind else 0.0,
-        }
+    async def lag(self) -> dict[str, float]:
+        """Lag of what has been published (by whichever relay is active) behind the store."""
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            recorded = await conn.fetchval(
+                "SELECT position FROM relay_position WHERE name = 'relay'"
+            )
+            return await lag_behind(conn, int(recorded or 0))
+        finally:
+            await conn.close()
 
     async def run(self) -> None:
         """Publish forever; on any failure, back off and start over from the recorded position."""
@@ -150,7 +152,7 @@ class Relay:
                 await asyncio.sleep(1.0)
             wake = asyncio.Event()
             await conn.add_listener(EVENTS_TABLE, lambda *_: wake.set())
-            connection = await aio_pika.connect(self.settings.amqp_url)
+            connection = await connect(self.settings, "relay")
             async with connection:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 exchange, _ = await declare_topology(channel, self.settings)
@@ -172,22 +174,30 @@ class Relay:
             wake.clear()
             rows = await conn.fetch(SELECT_AFTER, self.position, self.settings.relay_batch_size)
             if not rows:
-                self.head = self.position
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.settings.relay_poll_seconds)
                 continue
-            self.head = max(self.head, rows[-1]["notification_id"])
             await publish(exchange, await self.states.envelopes(conn, rows))
             self.position = rows[-1]["notification_id"]
             await conn.execute(
                 "UPDATE relay_position SET position = $1 WHERE name = 'relay'", self.position
             )
             self.published += len(rows)
-            self.published_at = time.time()
+
+
+async def relay_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
+    """Relay lag for `/ready` (lag alone never makes a process unready)."""
+    relay: Relay = state.relay
+    try:
+        lag = await relay.lag()
+    except (OSError, asyncpg.PostgresError):
+        return "relay", True, {}
+    return "relay", True, {"relay_lag": lag, "relay_active": relay.active}
 
 
 @contextlib.asynccontextmanager
 async def relay_task(state: Any, settings: Settings) -> AsyncIterator[None]:
+    await migrate_store(settings)
     relay = Relay(settings)
     state.relay = relay
     task = asyncio.create_task(relay.run(), name="relay")
@@ -207,7 +217,7 @@ async def replay(
     states = TaskStates()
     count = 0
     try:
-        connection = await aio_pika.connect(settings.amqp_url)
+        connection = await connect(settings, "replay")
         async with connection:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             exchange = (

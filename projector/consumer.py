@@ -19,10 +19,19 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from fastapi import FastAPI
 
-from projector.projection import Change, Undecodable, apply, migrate_read_model, parse_change
+from projector.projection import (
+    Change,
+    Undecodable,
+    apply,
+    contiguous,
+    migrate_read_model,
+    missing_changes,
+    parse_change,
+)
 from shared.config import Settings
 from shared.health import postgres_check, rabbitmq_check
-from shared.messaging import declare_topology
+from shared.lag import lag_behind
+from shared.messaging import connect, declare_topology
 from shared.web import make_app
 
 log = logging.getLogger("tasks.projector")
@@ -36,6 +45,16 @@ class Projector:
         self.dead_lettered = 0
         self.consuming = False
         self.applied_at = time.time()
+        self.store: asyncpg.Connection | None = None
+
+    async def _store(self) -> asyncpg.Connection:
+        """The event store, for gap repair and lag only (opened when first needed)."""
+        if self.store is None or self.store.is_closed():
+            self.store = await asyncpg.connect(self.settings.database_url)
+        return self.store
+
+    async def lag(self) -> dict[str, float]:
+        return await lag_behind(await self._store(), self.position)
 
     async def run(self) -> None:
         backoff = 0.2
@@ -56,7 +75,7 @@ class Projector:
             self.position = await conn.fetchval(
                 "SELECT position FROM projection_state WHERE name = 'projector'"
             )
-            connection = await aio_pika.connect(self.settings.amqp_url)
+            connection = await connect(self.settings, "projector")
             async with connection:
                 channel = await connection.channel(publisher_confirms=True)
                 await channel.set_qos(prefetch_count=self.settings.projector_prefetch)
@@ -76,6 +95,9 @@ class Projector:
         finally:
             self.consuming = False
             await conn.close()
+            if self.store is not None:
+                await self.store.close()
+                self.store = None
 
     async def _drain(
         self,
@@ -111,6 +133,12 @@ class Projector:
                 rejects.append((message, str(exc)))
         for message, reason in rejects:
             await self._dead_letter(channel, message, reason)
+        fresh = [change.position for change in changes if change.position > self.position]
+        if fresh and not contiguous(self.position, fresh):
+            repaired = await missing_changes(await self._store(), self.position, fresh)
+            if repaired:
+                log.info("repaired a gap from the store", extra={"tasks": len(repaired)})
+            changes.extend(repaired)
         self.position = await apply(conn, changes, len(rejects))
         await batch[-1].ack(multiple=True)
         self.applied += len(changes)
@@ -133,6 +161,16 @@ class Projector:
         )
 
 
+async def projector_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
+    """Projection lag for `/ready` (lag alone never makes a process unready)."""
+    projector: Projector = state.projector
+    try:
+        lag = await projector.lag()
+    except (OSError, asyncpg.PostgresError):
+        return "projector", True, {}
+    return "projector", True, {"projection_lag": lag, "projector_consuming": projector.consuming}
+
+
 @contextlib.asynccontextmanager
 async def projector_task(state: Any, settings: Settings) -> AsyncIterator[None]:
     await migrate_read_model(settings)
@@ -149,5 +187,9 @@ async def projector_task(state: Any, settings: Settings) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> FastAPI:
     return make_app(
-        "Tasks projector", settings, [], [projector_task], [postgres_check, rabbitmq_check]
+        "Tasks projector",
+        settings,
+        [],
+        [projector_task],
+        [postgres_check, rabbitmq_check, projector_ready],
     )

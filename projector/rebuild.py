@@ -19,6 +19,7 @@ from projector.projection import (
     COLUMNS,
     PROJECTION_CHANNEL,
     PROJECTION_LOCK_KEY,
+    fold_rows,
     migrate_read_model,
     row_of,
     upsert_sql,
@@ -168,7 +169,7 @@ async def _catch_up_and_swap(store: asyncpg.Connection, read: asyncpg.Connection
                 [row["originator_id"] for row in ids],
                 end,
             )
-            await read.executemany(upsert_sql(NEW_TABLE), _fold_rows(rows))
+            await read.executemany(upsert_sql(NEW_TABLE), [c.row for c in fold_rows(rows)])
         position = await read.fetchval(
             "UPDATE projection_state SET position = greatest(position, $1) "
             "WHERE name = 'projector' RETURNING position",
@@ -186,23 +187,6 @@ async def _catch_up_and_swap(store: asyncpg.Connection, read: asyncpg.Connection
             await read.execute(f"ALTER INDEX rb_{row['indexname']} RENAME TO {row['indexname']}")
         await read.execute("SELECT pg_notify($1, $2)", PROJECTION_CHANNEL, str(position))
     return int(end) - upto
-
-
-def _fold_rows(rows: list[asyncpg.Record]) -> list[tuple[Any, ...]]:
-    out: list[tuple[Any, ...]] = []
-    task: Task | None = None
-    position = 0
-    for row in rows:
-        event = decode(_mapper, row)
-        if task is not None and task.id != event.originator_id:
-            out.append(_row(task, position))
-            task = None
-        mutated = event.mutate(task)
-        assert isinstance(mutated, Task)
-        task, position = mutated, row["notification_id"]
-    if task is not None:
-        out.append(_row(task, position))
-    return out
 
 
 async def verify(settings: Settings, out: Any = sys.stdout) -> list[str]:

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     command_port: int = 8001
     query_port: int = 8002
     projector_port: int = 8003
+    relay_port: int = 8004
 
     run_relay: bool = True
     api_keys: list[str] = Field(default_factory=list)

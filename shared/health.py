@@ -8,6 +8,8 @@ from typing import Any
 import aio_pika
 import asyncpg
 
+from shared.messaging import connect
+
 CHECK_TIMEOUT = 2.0
 
 
@@ -22,9 +24,7 @@ async def postgres_check(state: Any) -> tuple[str, bool, dict[str, Any]]:
 
 async def rabbitmq_check(state: Any) -> tuple[str, bool, dict[str, Any]]:
     try:
-        connection = await asyncio.wait_for(
-            aio_pika.connect(state.settings.amqp_url), CHECK_TIMEOUT
-        )
+        connection = await asyncio.wait_for(connect(state.settings, "health"), CHECK_TIMEOUT)
         await connection.close()
     except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
         return "rabbitmq", False, {}

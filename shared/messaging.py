@@ -74,3 +74,11 @@ async def declare_topology(
         settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
     return exchange, queue
+
+
+async def connect(settings: Settings, role: str) -> aio_pika.abc.AbstractConnection:
+    """A broker connection named after its role and exchange, so operators can tell them apart."""
+    return await aio_pika.connect(
+        settings.amqp_url,
+        client_properties={"connection_name": f"tasks-{role} ({settings.exchange})"},
+    )

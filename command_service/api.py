@@ -17,18 +17,23 @@ from command_service.application import TaskApplication, WriteResult, migrate_st
 from command_service.commands import (
     TaskCreate,
     TaskPatch,
+    check_idempotency_key,
+    is_task_id,
     parse_if_match,
     validate_create,
     validate_patch,
 )
 from command_service.relay import relay_task
 from shared.config import Settings
-from shared.errors import NotFound, ValidationFailed, error_response, error_responses
+from shared.errors import NotFound, error_response, error_responses
 from shared.health import postgres_check, rabbitmq_check
-from shared.web import Resource, json_response, make_app, request_id_var, valid_token
+from shared.web import Resource, json_response, make_app, request_id_var
 
-JSON_TYPES = {"application/json", "application/merge-patch+json"}
-BODY_METHODS = {"POST", "PATCH", "PUT"}
+MEDIA_TYPES = {
+    "POST": {"application/json"},
+    "PATCH": {"application/json", "application/merge-patch+json"},
+}
+CHARSETS = {"", "charset=utf-8", 'charset="utf-8"'}
 
 
 class BodyGate:
@@ -39,7 +44,7 @@ class BodyGate:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http" or scope["method"] not in MEDIA_TYPES:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -49,8 +54,8 @@ class BodyGate:
             return
         media = headers.get(b"content-type", b"").decode("latin-1").lower()
         kind, _, params = media.partition(";")
-        charset = params.replace(" ", "")
-        if kind.strip() not in JSON_TYPES or charset not in ("", "charset=utf-8"):
+        charset = params.replace(" ", "").replace("\t", "")
+        if kind.strip() not in MEDIA_TYPES[scope["method"]] or charset not in CHARSETS:
             await _reply(scope, receive, send, 415)
             return
         chunks: list[bytes] = []
@@ -86,10 +91,9 @@ async def _reply(scope: Scope, receive: Receive, send: Send, status: int) -> Non
 
 
 def _task_id(raw: str) -> UUID:
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise NotFound() from None
+    if not is_task_id(raw):
+        raise NotFound()
+    return UUID(raw)
 
 
 def _written(result: WriteResult, status: int, body: bool = True) -> Response:
@@ -144,9 +148,7 @@ WRITE_ERRORS = error_responses(401, 403, 413, 415, 422, 500)
 )
 async def create_task(request: Request) -> Response:
     fields = validate_create(await request.body())
-    key = request.headers.get("idempotency-key")
-    if key is not None and not valid_token(key):
-        raise ValidationFailed({"Idempotency-Key": "Must be 1 to 200 visible ASCII characters"})
+    key = check_idempotency_key(request.headers.get("idempotency-key"))
     result = await run_in_threadpool(
         _application(request).create_task,
         fields,

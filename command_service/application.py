@@ -12,7 +12,7 @@ import asyncpg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Transcoder
 
-from command_service.commands import check_not_past
+from command_service.commands import check_not_past, is_past
 from shared.config import Settings
 from shared.database import ddl_lock, ensure_database
 from shared.domain import EVENTS_TABLE, Task, TaskDict, create_transcoder, fold, task_to_dict
@@ -55,6 +55,12 @@ class TaskApplication(Application[UUID]):
         scope: str = "",
     ) -> WriteResult:
         task_id = idempotent_id(idempotency_key, scope) if idempotency_key else uuid.uuid4()
+        if idempotency_key is not None and is_past(fields["due_date"]):
+            # A retry after midnight of a request that was valid when first made keeps its answer.
+            replayed = self._replay_creation(task_id, fields)
+            if replayed is not None:
+                return replayed
+        check_not_past(fields["due_date"])
         task = Task.create(
             task_id, **fields, idempotency_key=idempotency_key, correlation_id=correlation_id
         )
@@ -63,11 +69,17 @@ class TaskApplication(Application[UUID]):
         except IntegrityError:
             if idempotency_key is None:
                 raise
-            return self._replay_creation(task_id, fields)
+            replayed = self._replay_creation(task_id, fields)
+            if replayed is None:
+                raise
+            return replayed
         return WriteResult(task_to_dict(task), task.version, recordings[-1].notification.id)
 
-    def _replay_creation(self, task_id: UUID, fields: dict[str, Any]) -> WriteResult:
-        created = next(iter(self.events.get(task_id, lte=1)))
+    def _replay_creation(self, task_id: UUID, fields: dict[str, Any]) -> WriteResult | None:
+        """The original answer to a key already used with an equal body; None if never used."""
+        created = next(iter(self.events.get(task_id, lte=1)), None)
+        if created is None:
+            return None
         assert isinstance(created, Task.Created)
         if any(getattr(created, name) != fields[name] for name in CREATED_FIELDS):
             raise ValidationFailed(
@@ -87,10 +99,11 @@ class TaskApplication(Application[UUID]):
         """Apply a PATCH; without If-Match a version conflict is retried so no write is lost."""
         for _ in range(MAX_CONFLICT_RETRIES):
             task = self._get_live(task_id)
-            _check_if_match(task, if_match)
             changes = {name: value for name, value in patch.items() if getattr(task, name) != value}
+            # Only a changed due date is checked: a task that became overdue stays editable.
             if "due_date" in changes:
                 check_not_past(changes["due_date"])
+            _check_if_match(task, if_match)
             if not changes:
                 return WriteResult(
                     task_to_dict(task), task.version, self.position_of(task_id, task.version)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,11 +21,18 @@ from pydantic import (
 )
 
 from shared.errors import ValidationFailed, validation_details
+from shared.web import valid_token
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-# Control characters other than tab and newline, and surrogates (unpaired ones survive json.loads).
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+# ASCII digits only: `\d` would also match other scripts' digits.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# C0 controls but tab and newline, DEL, C1 controls, and surrogates (a lone one survives parsing).
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
+MAX_TITLE = 200
+MAX_DESCRIPTION = 10_000
+MAX_TAG = 50
 MAX_TAGS = 20
 UPDATABLE = ("title", "description", "priority", "due_date", "tags", "completed")
 
@@ -40,50 +49,39 @@ def check_text(value: str) -> str:
 
 def check_title(value: str) -> str:
     title = check_text(value).strip()
-    if not 1 <= len(title) <= 200:
-        raise ValueError("Must be 1 to 200 characters after trimming")
+    if not 1 <= len(title) <= MAX_TITLE:
+        raise ValueError(f"Must be 1 to {MAX_TITLE} characters after trimming")
     return title
 
 
 def check_description(value: str | None) -> str | None:
-    if value is not None and len(check_text(value)) > 10_000:
-        raise ValueError("Must be at most 10000 characters")
+    if value is not None and len(check_text(value)) > MAX_DESCRIPTION:
+        raise ValueError(f"Must be at most {MAX_DESCRIPTION} characters")
     return value
 
 
 def normalise_tag(value: str) -> str:
     tag = check_text(value).strip().lower()
-    if not 1 <= len(tag) <= 50:
-        raise ValueError("Each tag must be 1 to 50 characters after trimming")
+    if not 1 <= len(tag) <= MAX_TAG:
+        raise ValueError(f"Must be 1 to {MAX_TAG} characters after trimming")
     if "," in tag:
-        raise ValueError("Tags must not contain commas")
+        raise ValueError("Must not contain commas")
     return tag
 
 
-def normalise_tags(values: list[str]) -> list[str]:
-    """Trimmed, lower-cased, duplicates collapsed in first-seen order, at most 20."""
-    errors: dict[str, str] = {}
-    tags: list[str] = []
-    for index, value in enumerate(values):
-        try:
-            tag = normalise_tag(value)
-        except ValueError as exc:
-            errors[f"tags.{index}"] = str(exc)
-            continue
-        if tag not in tags:
-            tags.append(tag)
-    if errors:
-        raise ValidationFailed(errors)
-    if len(tags) > MAX_TAGS:
-        raise ValidationFailed({"tags": f"At most {MAX_TAGS} distinct tags"})
-    return tags
+def dedupe_tags(tags: list[str]) -> list[str]:
+    """Duplicates collapse in first-seen order; the limit counts what is left."""
+    distinct = list(dict.fromkeys(tags))
+    if len(distinct) > MAX_TAGS:
+        raise ValueError(f"At most {MAX_TAGS} distinct tags")
+    return distinct
 
 
 def parse_due_date(value: str | None) -> str | None:
     """Exactly `YYYY-MM-DD` naming a real date; the past is checked where the date changes."""
     if value is None:
         return None
-    if not _DATE.match(value):
+    if not _DATE.fullmatch(value):
         raise ValueError("Must be a date in the form YYYY-MM-DD")
     try:
         date.fromisoformat(value)
@@ -92,12 +90,17 @@ def parse_due_date(value: str | None) -> str | None:
     return value
 
 
+def is_past(due_date: str | None) -> bool:
+    return due_date is not None and date.fromisoformat(due_date) < today_utc()
+
+
 def check_not_past(due_date: str | None) -> None:
-    if due_date is not None and date.fromisoformat(due_date) < today_utc():
-        raise ValidationFailed({"due_date": "Must not be in the past"})
+    if is_past(due_date):
+        raise ValidationFailed({"due_date": "Must not be before today (UTC)"})
 
 
 Priority = Annotated[StrictInt, Field(ge=1, le=5)]
+Tag = Annotated[StrictStr, AfterValidator(normalise_tag)]
 
 
 class TaskCreate(BaseModel):
@@ -113,11 +116,14 @@ class TaskCreate(BaseModel):
     due_date: StrictStr | None = Field(
         default=None, description="YYYY-MM-DD, not before today (UTC)"
     )
-    tags: list[StrictStr] = Field(default_factory=list, description="At most 20; normalised")
+    tags: list[Tag] = Field(
+        default_factory=list, description="At most 20 after trimming, lower-casing and dedup"
+    )
 
     _title = field_validator("title")(check_title)
     _description = field_validator("description")(check_description)
     _due_date = field_validator("due_date")(parse_due_date)
+    _tags = field_validator("tags")(dedupe_tags)
 
 
 class TaskPatch(BaseModel):
@@ -128,19 +134,37 @@ class TaskPatch(BaseModel):
     title: StrictStr = Field(default=None, description="Never null")  # type: ignore[assignment]
     description: StrictStr | None = None
     priority: Priority = Field(default=None, description="Never null")  # type: ignore[assignment]
-    due_date: StrictStr | None = None
-    tags: list[StrictStr] = Field(default=None, description="Never null; [] clears")  # type: ignore[arg-type]
+    due_date: StrictStr | None = Field(
+        default=None, description="YYYY-MM-DD; a changed date must not be before today (UTC)"
+    )
+    tags: list[Tag] = Field(default=None, description="Never null; [] clears")  # type: ignore[arg-type]
     completed: StrictBool = Field(default=None, description="Sets or clears completed_at")  # type: ignore[assignment]
 
     _title = field_validator("title")(check_title)
     _description = field_validator("description")(check_description)
     _due_date = field_validator("due_date")(parse_due_date)
+    _tags = field_validator("tags")(dedupe_tags)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson refuses an escaped lone surrogate outright; parse such a body again so the
+        # refusal names the field that holds it instead of the whole body.
+        if not _ESCAPED_SURROGATE.search(raw):
+            raise
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        body = _loads(raw)
+    except (ValueError, RecursionError):
         raise ValidationFailed({"body": "Must be valid JSON (UTF-8)"}) from None
     if not isinstance(body, dict):
         raise ValidationFailed({"body": "Must be a JSON object"})
@@ -148,16 +172,17 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 
 def validate_create(raw: bytes) -> dict[str, Any]:
-    """The normalised fields of a new task, or 422 with every problem keyed by field."""
+    """The normalised fields of a new task, or 422 with every problem keyed by field.
+
+    Whether the due date is before today is left to the application: an idempotent retry of a
+    request made yesterday still gets its original answer.
+    """
     body = parse_body(raw)
     try:
         command = TaskCreate.model_validate(body)
     except ValidationError as exc:
         raise ValidationFailed(validation_details(list(exc.errors()))) from None
-    fields = command.model_dump()
-    fields["tags"] = normalise_tags(command.tags)
-    check_not_past(command.due_date)
-    return fields
+    return command.model_dump()
 
 
 def validate_patch(raw: bytes) -> dict[str, Any]:
@@ -167,17 +192,30 @@ def validate_patch(raw: bytes) -> dict[str, Any]:
         command = TaskPatch.model_validate(body)
     except ValidationError as exc:
         raise ValidationFailed(validation_details(list(exc.errors()))) from None
-    patch = {name: getattr(command, name) for name in UPDATABLE if name in body}
-    if "tags" in patch:
-        patch["tags"] = normalise_tags(patch["tags"])
-    return patch
+    return {name: getattr(command, name) for name in UPDATABLE if name in body}
 
 
-_ETAG = re.compile(r'\s*(?:(W/)?"([\x21\x23-\x7e\x80-\xff]*)")\s*')
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is not None and not valid_token(key):
+        raise ValidationFailed({"Idempotency-Key": "Must be 1 to 200 visible ASCII characters"})
+    return key
+
+
+def is_task_id(raw: str) -> bool:
+    """Only the canonical 8-4-4-4-12 form names a task; anything else is 404 like an unknown id."""
+    return _ID.fullmatch(raw) is not None
+
+
+_ETAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
+_VERSION = re.compile(r"[0-9]{1,18}")
 
 
 def parse_if_match(header: str | None) -> list[int] | None:
-    """`None` when absent; `[]` for `*` (anything matches); else the versions listed."""
+    """`None` when absent; `[]` for `*` (anything matches); else the versions listed.
+
+    Weak and strong tags compare by number; a well-formed tag that is not one of ours
+    (`"abc"`) is kept as -1 so it can only mismatch.
+    """
     if header is None:
         return None
     if header.strip() == "*":
@@ -188,5 +226,5 @@ def parse_if_match(header: str | None) -> list[int] | None:
         if not match:
             raise ValidationFailed({"If-Match": "Must be *, an entity tag, or a list of them"})
         tag = match.group(2)
-        versions.append(int(tag) if tag.isdigit() else -1)
+        versions.append(int(tag) if _VERSION.fullmatch(tag) else -1)
     return versions

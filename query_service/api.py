@@ -23,7 +23,9 @@ from query_service.queries import (
     cursor_values,
     encode_cursor,
     list_statement,
+    parse_int,
     parse_list_query,
+    parse_timestamp,
 )
 from shared.config import Settings
 from shared.domain import EVENTS_TABLE
@@ -84,21 +86,34 @@ class PositionWatcher:
         """Return once the read model has reached `position`; 503 past the bound."""
         if self.position >= position:
             return
-        head = await store_pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
+        # The signal may not have arrived yet (or the listener is reconnecting): ask once.
+        self.advance(await self.read())
+        if self.position >= position:
+            return
         unavailable = ServiceUnavailable(
             f"The read model has not reached position {position} yet", {"Retry-After": "1"}
         )
-        if position > (head or 0):
+        if position > await _store_head(store_pool):
             raise unavailable
         deadline = time.monotonic() + self.settings.min_position_wait_seconds
         while self.position < position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise unavailable
+            # Woken by NOTIFY; the periodic re-read only covers a lost listener connection.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.25))
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
             if self.position < position:
                 self.advance(await self.read())
+
+
+async def _store_head(store_pool: asyncpg.Pool) -> int:
+    """The event store's last position (0 while the store has no table yet)."""
+    try:
+        head = await store_pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
+    except asyncpg.UndefinedTableError:
+        return 0
+    return int(head or 0)
 
 
 class ProjectionPositionHeader:
@@ -129,12 +144,11 @@ class ProjectionPositionHeader:
 
 
 def _min_position(request: Request, param: int | None) -> int | None:
+    """`X-Min-Position` or `min_position`; when both are given, the larger."""
     header = request.headers.get("x-min-position")
     value = param
     if header is not None:
-        if not header.isdigit() or len(header) > 18:
-            raise ValidationFailed({"X-Min-Position": "Must be a non-negative integer"})
-        value = max(value or 0, int(header))
+        value = max(value or 0, parse_int("X-Min-Position", header, 0, 2**62))
     return value
 
 
@@ -238,12 +252,6 @@ def _single_params(request: Request) -> dict[str, str]:
     return params
 
 
-def _positive(name: str, value: str) -> int:
-    if not value.isdigit() or len(value) > 18 or int(value) < 1:
-        raise ValidationFailed({name: "Must be a positive integer"})
-    return int(value)
-
-
 @router.api_route(
     "/{task_id}",
     methods=["GET", "HEAD"],
@@ -286,7 +294,9 @@ async def get_task(task_id: str, request: Request) -> Response:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
     minimum = _min_position(
         request,
-        _positive("min_position", params["min_position"]) if "min_position" in params else None,
+        parse_int("min_position", params["min_position"], 0, 2**62)
+        if "min_position" in params
+        else None,
     )
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
@@ -323,17 +333,8 @@ def _matches(header: str | None, version: int) -> bool:
 
 
 async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -> Response:
-    version = _positive("version", params["version"]) if "version" in params else None
-    as_of = None
-    if "as_of" in params:
-        try:
-            as_of = datetime.fromisoformat(params["as_of"])
-            if as_of.tzinfo is None:
-                raise ValueError
-        except ValueError:
-            raise ValidationFailed(
-                {"as_of": "Must be an ISO 8601 timestamp with Z or an offset"}
-            ) from None
+    version = parse_int("version", params["version"], 1, 2**62) if "version" in params else None
+    as_of = parse_timestamp("as_of", params["as_of"]) if "as_of" in params else None
     uuid = _task_id(task_id)
     task = await store.state_at(request.app.state.store_pool, uuid, version, as_of)
     if task is None:

@@ -16,9 +16,13 @@ import orjson
 from shared.errors import ValidationFailed
 
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_INT = re.compile(r"^\d{1,18}$")
-_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$")
+# Matched with fullmatch (`$` would let a trailing newline through) and ASCII digits only
+# (`\d` also takes other scripts' digits, which int() then reads).
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_INT = re.compile(r"[0-9]{1,18}")
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 MAX_CSV = 50
 
 # Sort key → (column, nullable). Column names never come from input.
@@ -84,8 +88,8 @@ def _bool(name: str, value: str) -> bool:
     return value == "true"
 
 
-def _int(name: str, value: str, low: int, high: int) -> int:
-    if not _INT.match(value) or not low <= int(value) <= high:
+def parse_int(name: str, value: str, low: int, high: int) -> int:
+    if not _INT.fullmatch(value) or not low <= int(value) <= high:
         raise ValidationFailed({name: f"Must be an integer from {low} to {high}"})
     return int(value)
 
@@ -107,21 +111,22 @@ def _tags(name: str, value: str) -> list[str]:
             raise ValidationFailed({name: "Each tag is 1 to 50 characters"})
         if tag not in tags:
             tags.append(tag)
-    return tags
+    # Sorted, so the same set of tags in another order is the same query (and cursor).
+    return sorted(tags)
 
 
 def _date(name: str, value: str) -> date:
     try:
-        if not _DATE.match(value):
+        if not _DATE.fullmatch(value):
             raise ValueError
         return date.fromisoformat(value)
     except ValueError:
         raise ValidationFailed({name: "Must be a date YYYY-MM-DD"}) from None
 
 
-def _timestamp(name: str, value: str) -> datetime:
+def parse_timestamp(name: str, value: str) -> datetime:
     try:
-        if not _TIMESTAMP.match(value):
+        if not _TIMESTAMP.fullmatch(value):
             raise ValueError
         return datetime.fromisoformat(value)
     except ValueError:
@@ -160,15 +165,15 @@ def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: b
         if name in ("completed", "has_due_date", "overdue"):
             f.append((name, _bool(name, value)))
         elif name == "priority":
-            f.append((name, sorted({_int(name, item, 1, 5) for item in _csv(name, value)})))
+            f.append((name, sorted({parse_int(name, item, 1, 5) for item in _csv(name, value)})))
         elif name in ("priority_min", "priority_max"):
-            f.append((name, _int(name, value, 1, 5)))
+            f.append((name, parse_int(name, value, 1, 5)))
         elif name in ("tags", "tags_all"):
             f.append((name, _tags(name, value)))
         elif name in ("due_before", "due_after"):
             f.append((name, _date(name, value)))
         elif name in ("created_after", "created_before", "updated_after"):
-            f.append((name, _timestamp(name, value)))
+            f.append((name, parse_timestamp(name, value)))
         elif name == "q":
             if len(value) > 200:
                 raise ValidationFailed({"q": "At most 200 characters"})
@@ -178,11 +183,11 @@ def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: b
         elif name == "sort":
             query.sort = _sort(value)
         elif name == "limit":
-            query.limit = _int(name, value, 1, 100)
+            query.limit = parse_int(name, value, 1, 100)
         elif name == "offset":
-            query.offset = _int(name, value, 0, max_offset)
+            query.offset = parse_int(name, value, 0, max_offset)
         elif name == "min_position":
-            query.min_position = _int(name, value, 0, 2**62)
+            query.min_position = parse_int(name, value, 0, 2**62)
     if "cursor" in seen:
         if "offset" in seen:
             raise ValidationFailed({"cursor": "Use either cursor or offset"})

@@ -1,0 +1,262 @@
+"""`python -m bench`: seed the real service, drive every scenario with wrk, measure the ceilings,
+projection lag, rebuild speed and peak RSS, and write bench/results/<timestamp>.{json,md}."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import shlex
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvloop
+
+from bench import report
+from bench.ceilings import append_ceilings, sql_round
+from bench.client import Connection
+from bench.measure import Round, summarise
+from bench.pipeline import projection_lag, rebuild_speed
+from bench.scenarios import PEER_RSS_MB, Files, Plan, build, drive
+from bench.seed import body_lines, deep_cursor, patch_body, seed, task_body, wait_caught_up
+from bench.stack import ROOT, Server, bench_settings, cleanup, free_port, peak_rss_mb, with_database
+from bench.wrk import Load, require_wrk
+from shared.config import Settings
+from shared.domain import EVENTS_TABLE
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+FULL = {"tasks": 100_000, "warmup": 5, "duration": 10, "rounds": 3, "lag_seconds": 20}
+QUICK = {"tasks": 10_000, "warmup": 1, "duration": 3, "rounds": 1, "lag_seconds": 5}
+SAMPLE_IDS = 10_000
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="10,000 tasks, 1 round of 3 s")
+    parser.add_argument("--tasks", type=int, help="tasks to seed (100,000; quick 10,000)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per scenario (5; quick 1)")
+    parser.add_argument("--duration", type=int, help="seconds per round (10; quick 3)")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario, medians (3; quick 1)")
+    parser.add_argument("--lag-seconds", type=int, help="seconds of steady writes (20; quick 5)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the data")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("TASKS_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="PostgreSQL server to use (a fresh database is created on it and dropped)",
+    )
+    parser.add_argument(
+        "--amqp-url", default=os.environ.get("TASKS_BENCH_AMQP_URL", DEFAULT_AMQP_URL)
+    )
+    options = parser.parse_args(argv)
+    for name, value in (QUICK if options.quick else FULL).items():
+        if getattr(options, name) is None:
+            setattr(options, name, value)
+    return options
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def in_child(function: Any, *args: Any) -> Any:
+    """Run in a fresh process, so its peak RSS and its CPU are its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+async def store_head(settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return int(
+            await conn.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
+        )
+    finally:
+        await conn.close()
+
+
+async def measure(
+    options: argparse.Namespace, settings: Settings, service: Server, trivial: Server, work: Path
+) -> dict[str, Any]:
+    rng = random.Random(options.seed)
+    plan = Plan(
+        options.warmup, options.duration, options.rounds, options.threads, options.connections
+    )
+    results: dict[str, Any] = {"scenarios": {}, "ceilings": {}}
+    probe = Connection("127.0.0.1", service.port)
+
+    log(f"seeding {options.tasks:,} tasks through POST /api/v1/tasks")
+    seeded = await seed("127.0.0.1", service.port, options.tasks, rng)
+    waited = await wait_caught_up(probe, seeded.last_position)
+    results["seed"] = {
+        "tasks": len(seeded.ids),
+        "seconds": seeded.seconds,
+        "rate": seeded.rate,
+        "projection_caught_up_after_s": waited,
+    }
+    log(f"seeded at {seeded.rate:,.0f} tasks/s; projection caught up {waited:.1f} s later")
+
+    ids = rng.sample(seeded.ids, min(SAMPLE_IDS, len(seeded.ids)))
+    files = Files(work / "ids.txt", work / "creates.txt", work / "patches.txt")
+    files.ids.write_text("\n".join(ids) + "\n")
+    files.creates.write_text("\n".join(body_lines(task_body, rng, 2000)) + "\n")
+    files.patches.write_text("\n".join(body_lines(patch_body, rng, 2000)) + "\n")
+    depth = max(1, min(50_000, options.tasks // 2))
+    cursor = await deep_cursor(probe, depth)
+    scenarios = build(settings, files, ids, depth, cursor, rng)
+
+    pool = await asyncpg.create_pool(settings.read_dsn, min_size=10, max_size=10)
+    try:
+        for scenario in scenarios:
+            log(f"{scenario.name}: {scenario.load.method} {scenario.load.path[:90]}")
+            http = await drive(service.url, scenario.load, plan)
+            entry: dict[str, Any] = {
+                "label": scenario.label,
+                "method": scenario.load.method,
+                "path": scenario.load.path,
+                "http": http.to_json(),
+                "peer_rps": scenario.peer,
+                "targets": {
+                    "peer_factor": scenario.peer_factor,
+                    "p99_below_ms": scenario.p99_below_ms,
+                    "ceiling_share": scenario.ceiling_share,
+                },
+            }
+            if scenario.statement is not None:
+                statement = scenario.statement
+                if plan.warmup:
+                    await sql_round(pool, statement, plan.warmup, plan.connections)
+                rounds = [
+                    await sql_round(pool, statement, plan.duration, plan.connections)
+                    for _ in range(plan.rounds)
+                ]
+                entry["ceiling"] = {"kind": "raw SQL", **summarise(rounds).to_json()}
+            else:
+                await wait_caught_up(probe, await store_head(settings))
+            results["scenarios"][scenario.name] = entry
+            log(f"{scenario.name}: {http.rps:,.0f} req/s, p99 {http.p99_ms:.1f} ms")
+    finally:
+        await pool.close()
+
+    log("HTTP ceiling: trivial FastAPI endpoint")
+    results["ceilings"]["http"] = (
+        await drive(trivial.url, Load("GET", "/trivial"), plan)
+    ).to_json()
+
+    log("write ceilings: Application.save and update_task without HTTP (child process)")
+    ceiling_settings = settings.model_copy(
+        update={"database_url": with_database(settings.database_url, _ceiling_db(settings))}
+    )
+    appends = await asyncio.to_thread(
+        in_child, append_ceilings, ceiling_settings, plan.warmup, plan.duration, plan.rounds
+    )
+    for name, kind, scenario_name in (
+        ("append", "raw append", "create"),
+        ("update", "raw update", "patch"),
+    ):
+        rounds = [
+            Round(**r.__dict__) if isinstance(r, Round) else Round(**r) for r in appends[name]
+        ]
+        summary = {"threads": appends["threads"], **summarise(rounds).to_json()}
+        results["ceilings"][name] = summary
+        results["scenarios"][scenario_name]["ceiling"] = {"kind": kind, **summary}
+
+    create_rps = results["scenarios"]["create"]["http"]["rps"]
+    await wait_caught_up(probe, await store_head(settings))
+    log(f"projection lag at {create_rps / 2:,.0f} writes/s for {options.lag_seconds} s")
+    results["projection_lag"] = await projection_lag(
+        "127.0.0.1", service.port, max(1.0, create_rps / 2), options.lag_seconds, rng
+    )
+    await wait_caught_up(probe, await store_head(settings))
+
+    log("rebuild of the read table from the store (child process)")
+    results["rebuild"] = await asyncio.to_thread(in_child, rebuild_speed, settings)
+    await probe.close()
+
+    results["rss_mb"] = {
+        "service": {
+            "cli.py serve (API, relay, projector)": peak_rss_mb(service.pid),
+            "rebuild": results["rebuild"]["rss_mb"],
+        },
+        "harness": {
+            "trivial endpoint": peak_rss_mb(trivial.pid),
+            "write ceilings": appends["rss_mb"],
+            "python -m bench": peak_rss_mb(),
+        },
+    }
+    return results
+
+
+def _ceiling_db(settings: Settings) -> str:
+    return settings.database_url.rsplit("/", 1)[1] + "_ceiling"
+
+
+async def postgres_version(settings: Settings) -> str:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    require_wrk()
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    options.out.mkdir(parents=True, exist_ok=True)
+    settings = bench_settings(options.database_url, options.amqp_url)
+    ceiling_url = with_database(settings.database_url, _ceiling_db(settings))
+    service = Server(
+        ["cli.py", "serve"], settings, settings.port, options.out / f"{stamp}-service.log"
+    )
+    trivial_port = free_port()
+    trivial = Server(
+        ["-m", "bench.trivial"],
+        settings.model_copy(update={"port": trivial_port}),
+        trivial_port,
+        options.out / f"{stamp}-trivial.log",
+    )
+    log(f"database {settings.database_url.rsplit('/', 1)[1]}, service on :{settings.port}")
+    try:
+        service.start("/ready")
+        trivial.start("/health")
+        with tempfile.TemporaryDirectory(prefix="bench-") as work:
+            results = uvloop.run(measure(options, settings, service, trivial, Path(work)))
+        results["machine"] = report.machine(uvloop.run(postgres_version(settings)))
+    finally:
+        service.stop()
+        trivial.stop()
+        uvloop.run(cleanup(settings, [ceiling_url]))
+    finished = datetime.now(UTC)
+    results.update(
+        started_at=started.isoformat(timespec="seconds"),
+        finished_at=finished.isoformat(timespec="seconds"),
+        duration_s=(finished - started).total_seconds(),
+        command="python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        database=settings.database_url.rsplit("/", 1)[1],
+        exchange=settings.exchange,
+        options={k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
+        peer_rss_mb=PEER_RSS_MB,
+    )
+    results["targets"] = report.evaluate(results)
+    json_path, md_path = report.write(results, options.out, stamp)
+    print(md_path.read_text())
+    log(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""One measured round (throughput, latency, errors) and the median over several rounds."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Round:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Medians over the rounds; errors summed, so a single failure anywhere shows."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    rounds: list[Round]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rounds"] = [asdict(r) for r in self.rounds]
+        return data
+
+
+def summarise(rounds: list[Round]) -> Summary:
+    return Summary(
+        rps=statistics.median(r.rps for r in rounds),
+        p50_ms=statistics.median(r.p50_ms for r in rounds),
+        p99_ms=statistics.median(r.p99_ms for r in rounds),
+        requests=sum(r.requests for r in rounds),
+        errors=sum(sum(r.errors.values()) for r in rounds),
+        rounds=rounds,
+    )
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list (0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+def from_latencies(latencies: list[float], seconds: float, errors: int = 0) -> Round:
+    """A round from per-request latencies in seconds, over `seconds` of wall time."""
+    ordered = sorted(latencies)
+    return Round(
+        rps=len(ordered) / seconds if seconds > 0 else 0.0,
+        p50_ms=percentile(ordered, 0.50) * 1000,
+        p99_ms=percentile(ordered, 0.99) * 1000,
+        requests=len(ordered),
+        errors={"failed": errors} if errors else {},
+    )

@@ -1,0 +1,95 @@
+"""After the write: projection lag (accepted -> readable) under a steady load, and rebuild speed."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+import time
+from datetime import date
+from typing import Any
+
+import orjson
+
+from bench.client import Connection
+from bench.measure import percentile
+from bench.seed import JSON, task_body
+from bench.stack import peak_rss_mb
+from projector.rebuild import rebuild
+from shared.config import Settings
+
+GIVE_UP_SECONDS = 60.0
+
+
+async def projection_lag(
+    host: str, port: int, rate: float, seconds: float, rng: random.Random, connections: int = 32
+) -> dict[str, Any]:
+    """Open-loop creates at `rate`/s; each one is then read by id with `X-Min-Position`.
+
+    The lag of a write is from its 201 to the 200 of that read, so it includes one read's round
+    trip: an upper bound on how long a client waits to see its own write.
+    """
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(Connection(host, port))
+    lags: list[float] = []
+    failures: list[str] = []
+    today = date.today()
+
+    async def one() -> None:
+        connection = await pool.get()
+        try:
+            body = orjson.dumps(task_body(rng, today))
+            written = await connection.request("POST", "/api/v1/tasks", body, JSON)
+            accepted = time.perf_counter()
+            if written.status != 201:
+                failures.append(f"POST {written.status}")
+                return
+            task_id = orjson.loads(written.body)["id"]
+            wait = {"X-Min-Position": written.headers["x-event-position"]}
+            while True:
+                read = await connection.request("GET", f"/api/v1/tasks/{task_id}", None, wait)
+                # 503 means the service's bound on waiting passed: ask again, the lag counts on.
+                if read.status != 503 or time.perf_counter() - accepted > GIVE_UP_SECONDS:
+                    break
+            if read.status != 200:
+                failures.append(f"GET {read.status}")
+                return
+            lags.append(time.perf_counter() - accepted)
+        finally:
+            pool.put_nowait(connection)
+
+    interval = 1.0 / rate
+    started = time.perf_counter()
+    pending: list[asyncio.Task[None]] = []
+    while time.perf_counter() - started < seconds:
+        pending.append(asyncio.create_task(one()))
+        await asyncio.sleep(max(0.0, started + len(pending) * interval - time.perf_counter()))
+    await asyncio.gather(*pending)
+    elapsed = time.perf_counter() - started
+    while not pool.empty():
+        await pool.get_nowait().close()
+    ordered = sorted(lags)
+    return {
+        "target_rate": rate,
+        "achieved_rate": len(pending) / elapsed,
+        "writes": len(pending),
+        "failures": failures,
+        "p50_ms": percentile(ordered, 0.50) * 1000,
+        "p99_ms": percentile(ordered, 0.99) * 1000,
+        "max_ms": (ordered[-1] * 1000) if ordered else 0.0,
+    }
+
+
+def rebuild_speed(settings: Settings) -> dict[str, Any]:
+    """Runs in a child process: the whole `rebuild` (fold, COPY, indexes, catch-up, swap)."""
+    started = time.perf_counter()
+    result = asyncio.run(rebuild(settings, progress_stream=io.StringIO()))
+    seconds = time.perf_counter() - started
+    return {
+        "events": result["events"],
+        "seconds": seconds,
+        "events_per_second": result["events"] / seconds if seconds > 0 else 0.0,
+        "fold_and_copy_events_per_second": result["events_per_second"],
+        "rss_mb": peak_rss_mb(),
+    }

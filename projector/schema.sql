@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at DESC, id) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS tasks_updated ON tasks (updated_at DESC, id) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_date, id) WHERE NOT deleted;
+-- `sort=-due_date` is DESC NULLS LAST, id ASC: no scan direction of tasks_due gives that order.
+CREATE INDEX IF NOT EXISTS tasks_due_desc ON tasks (due_date DESC NULLS LAST, id) WHERE NOT deleted;
+-- `overdue=true` (due before today, not completed): its count is an index-only range scan.
+CREATE INDEX IF NOT EXISTS tasks_open_due ON tasks (due_date, id) WHERE NOT deleted AND NOT completed;
 CREATE INDEX IF NOT EXISTS tasks_title ON tasks (title, id) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS tasks_priority ON tasks (priority, created_at DESC, id) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS tasks_priority_due ON tasks (priority, due_date, id) WHERE NOT deleted;

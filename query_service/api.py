@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -234,11 +235,14 @@ async def list_tasks(request: Request) -> Response:
     return raw_json_response(body, headers=_reading(position))
 
 
+_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def _task_id(raw: str) -> UUID:
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise NotFound() from None
+    """The canonical hyphenated form only, as on write; anything else is an unknown task."""
+    if not _ID.fullmatch(raw):
+        raise NotFound()
+    return UUID(raw)
 
 
 def _single_params(request: Request) -> dict[str, str]:

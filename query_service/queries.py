@@ -15,7 +15,8 @@ import orjson
 
 from shared.errors import ValidationFailed
 
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+# As on write: C0 controls but tab and newline, DEL, C1 controls, and lone surrogates.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # Matched with fullmatch (`$` would let a trailing newline through) and ASCII digits only
 # (`\d` also takes other scripts' digits, which int() then reads).
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

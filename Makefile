@@ -32,3 +32,16 @@ unit: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (docs/benchmarks.md); BENCH_ARGS passes more options, e.g. BENCH_ARGS='--tasks 1000000'.
+# wrk comes from Debian's package when it is missing.
+WRK := command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+.PHONY: bench bench-quick
+
+bench: install
+	@$(WRK)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: install
+	@$(WRK)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)

@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         command="python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
         database=settings.database_url.rsplit("/", 1)[1],
         exchange=settings.exchange,
+        queues=[settings.projector_queue, settings.dead_letter_queue],
         options={k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
         peer_rss_mb=PEER_RSS_MB,
     )

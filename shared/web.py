@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import ORJSONResponse
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -103,7 +102,6 @@ def make_app(
         title=title,
         version="1.0.0",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         redirect_slashes=False,
     )
     app.state.settings = settings

@@ -31,6 +31,20 @@ class Connection:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
+        reused = self.writer is not None and not self.writer.is_closing()
+        try:
+            return await self._exchange(method, path, body, headers)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            # A connection left idle past the server's keep-alive timeout is closed under us
+            # before the request is read; only then is sending it again safe.
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            await self.close()
+            return await self._exchange(method, path, body, headers)
+
+    async def _exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None
+    ) -> Reply:
         if self.writer is None or self.writer.is_closing():
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None

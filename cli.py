@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from command_service.api import WRITE_SCHEMAS, BodyGate, event_store
 from command_service.api import router as write_router
-from command_service.relay import relay_ready, relay_task
+from command_service.relay import asyncapi_router, relay_ready, relay_task
 from projector.consumer import projector_ready, projector_task
 from query_service.api import ProjectionPositionHeader, read_pools
 from query_service.api import router as read_router
@@ -33,7 +33,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = make_app(
         "Tasks",
         settings,
-        [write_router, read_router],
+        [write_router, read_router, asyncapi_router],
         [event_store, projector_task, read_pools, relay_task],
         [postgres_check, rabbitmq_check, relay_ready, projector_ready],
         WRITE_SCHEMAS,
@@ -46,7 +46,11 @@ def create_app(settings: Settings) -> FastAPI:
 def create_relay_app(settings: Settings) -> FastAPI:
     """The relay on its own (`cli.py relay`), with /health, /ready and /metrics."""
     return make_app(
-        "Tasks relay", settings, [], [relay_task], [postgres_check, rabbitmq_check, relay_ready]
+        "Tasks relay",
+        settings,
+        [asyncapi_router],
+        [relay_task],
+        [postgres_check, rabbitmq_check, relay_ready],
     )
 
 

@@ -11,21 +11,25 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
+from importlib import resources
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 from aio_pika.abc import AbstractExchange
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 
 from command_service.application import migrate_store
 from shared.config import Settings
-from shared.domain import EVENT_TYPES, EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
+from shared.domain import EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
 from shared.lag import lag_behind
 from shared.messaging import connect, declare_topology, to_cloudevent, to_message
 
 log = logging.getLogger("tasks.relay")
 
 RELAY_LOCK_KEY = 7_301_124_002
+ASYNCAPI = resources.files("shared").joinpath("asyncapi.yaml").read_text()
 CACHE_SIZE = 20_000
 
 SELECT_AFTER = (
@@ -249,4 +253,13 @@ async def replay(
     return count
 
 
-__all__ = ["EVENT_TYPES", "Relay", "TaskStates", "relay_task", "replay"]
+asyncapi_router = APIRouter(tags=["events"])
+
+
+@asyncapi_router.get(
+    "/asyncapi.yaml",
+    summary="The AsyncAPI document of the events published to RabbitMQ",
+    response_class=PlainTextResponse,
+)
+async def asyncapi_document() -> PlainTextResponse:
+    return PlainTextResponse(ASYNCAPI, media_type="application/yaml")

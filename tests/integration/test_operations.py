@@ -1,0 +1,136 @@
+"""Operations on real services: published messages match the AsyncAPI document, replay
+republishes with the same ids, rebuild swaps tables under read load, verify finds drift."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+import uuid
+
+import httpx
+
+from command_service.relay import replay
+from projector.rebuild import rebuild, verify
+from shared.config import Settings
+from tests.asyncapi import validate_event
+from tests.helpers import JSON, ROOT, BoundConsumer, read_db, settings_env, store_events
+
+
+async def create_tasks(client: httpx.AsyncClient, count: int) -> list[dict[str, object]]:
+    tasks = []
+    for number in range(count):
+        response = await client.post(
+            "/api/v1/tasks",
+            headers=JSON,
+            json={"title": f"task {number}", "tags": ["ops"], "priority": 1 + number % 5},
+        )
+        assert response.status_code == 201
+        tasks.append(response.json())
+    return tasks
+
+
+async def wait_projected(client: httpx.AsyncClient, settings: Settings) -> int:
+    head = len(await store_events(settings))
+    response = await client.get("/api/v1/tasks", headers={"X-Min-Position": str(head)})
+    assert response.status_code == 200
+    return head
+
+
+async def test_published_messages_validate_against_the_asyncapi_document(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    async with BoundConsumer(settings) as consumer:
+        [task] = await create_tasks(client, 1)
+        await client.patch(f"/api/v1/tasks/{task['id']}", headers=JSON, json={"priority": 5})
+        await client.delete(f"/api/v1/tasks/{task['id']}")
+
+        messages = await consumer.wait_for(3)
+
+    for body in messages:
+        validate_event(body)
+    assert [body["type"] for body in messages] == [
+        "task.created",
+        "task.updated",
+        "task.soft_deleted",
+    ]
+    assert [m.type for m in consumer.messages] == [body["type"] for body in messages]
+
+
+async def test_replay_to_one_queue_republishes_the_same_event_ids(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    async with BoundConsumer(settings) as live:
+        await create_tasks(client, 5)
+        first = await live.wait_for(5)
+    async with BoundConsumer(settings) as catching_up:
+        count = await replay(settings, 2, 4, catching_up.queue_name)
+        replayed = await catching_up.wait_for(3)
+
+    assert count == 3
+    assert [body["id"] for body in replayed] == [body["id"] for body in first[1:4]]
+    assert [body["position"] for body in replayed] == [2, 3, 4]
+
+
+async def test_rebuild_under_read_load_serves_every_read_and_leaves_a_verified_table(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    await create_tasks(client, 150)
+    await wait_projected(client, settings)
+    failures: list[int] = []
+    reads = 0
+    done = asyncio.Event()
+
+    async def read_load() -> None:
+        nonlocal reads
+        while not done.is_set():
+            response = await client.get("/api/v1/tasks?limit=5&tags=ops")
+            reads += 1
+            if response.status_code != 200 or response.json()["total"] < 150:
+                failures.append(response.status_code)
+
+    readers = [asyncio.create_task(read_load()) for _ in range(4)]
+    result = await rebuild(settings, io.StringIO())
+    await create_tasks(client, 5)
+    await wait_projected(client, settings)
+    done.set()
+    await asyncio.gather(*readers)
+
+    assert failures == []
+    assert reads > 0
+    assert result["events"] == 150
+    report = io.StringIO()
+    assert await verify(settings, report) == [], report.getvalue()
+    page = (await client.get("/api/v1/tasks?limit=1")).json()
+    assert page["total"] == 155
+
+
+async def test_verify_reports_a_drifted_row_and_the_command_exits_non_zero(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    [task] = await create_tasks(client, 1)
+    await wait_projected(client, settings)
+    async with read_db(settings) as conn:
+        await conn.execute(
+            "UPDATE tasks SET doc = replace(doc, '\"priority\":1', '\"priority\":2') WHERE id = $1",
+            uuid.UUID(str(task["id"])),
+        )
+
+    report = io.StringIO()
+    differences = await verify(settings, report)
+
+    assert len(differences) == 1
+    assert str(task["id"]) in differences[0]
+    assert "1 difference(s)" in report.getvalue()
+    command = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "cli.py", "verify"],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert command.returncode == 1
+    assert str(task["id"]) in command.stdout

@@ -37,9 +37,8 @@ def create_app(settings: Settings) -> FastAPI:
         [event_store, projector_task, read_pools, relay_task],
         [postgres_check, rabbitmq_check, relay_ready, projector_ready],
         WRITE_SCHEMAS,
+        [(ProjectionPositionHeader, {}), (BodyGate, {"max_bytes": settings.max_body_bytes})],
     )
-    app.add_middleware(ProjectionPositionHeader)
-    app.add_middleware(BodyGate, max_bytes=settings.max_body_bytes)
     return app
 
 

@@ -140,6 +140,18 @@ class Projector:
                 log.info("repaired a gap from the store", extra={"tasks": len(repaired)})
             changes.extend(repaired)
         self.position = await apply(conn, changes, len(rejects))
+        if log.isEnabledFor(logging.DEBUG):
+            for change in changes:
+                log.debug(
+                    "applied event",
+                    extra={
+                        "correlation_id": change.correlation_id,
+                        "task_id": str(change.row[0]),
+                        "version": change.version,
+                        "position": change.position,
+                    },
+                )
+        log.info("applied batch", extra={"events": len(changes), "position": self.position})
         await batch[-1].ack(multiple=True)
         self.applied += len(changes)
         self.dead_lettered += len(rejects)

@@ -47,6 +47,7 @@ class Change:
     position: int
     version: int
     row: tuple[Any, ...]
+    correlation_id: str | None = None
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -91,7 +92,10 @@ def parse_change(body: bytes) -> Change:
             raise Undecodable("task.version must be a positive integer")
         if envelope["subject"] != task["id"] or int(envelope["sequence"]) != task["version"]:
             raise Undecodable("subject/sequence disagree with data.task")
-        return Change(position, task["version"], row)
+        correlation = envelope.get("correlationid")
+        return Change(
+            position, task["version"], row, correlation if isinstance(correlation, str) else None
+        )
     except Undecodable:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
-    access_log: bool = False
+    # One JSON line per request (uvicorn's own access log stays off: it is not structured).
+    access_log: bool = True
 
     write_pool_size: int = 8
     read_pool_min: int = 2

@@ -17,7 +17,7 @@ def serve(app: FastAPI, settings: Settings, port: int) -> None:
         port=port,
         loop="uvloop",
         http="httptools",
-        access_log=settings.access_log,
+        access_log=False,
         log_config=None,
         timeout_graceful_shutdown=20,
         timeout_keep_alive=30,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -17,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from shared.config import Settings
+
+http_log = logging.getLogger("tasks.http")
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -45,10 +49,12 @@ def valid_token(value: str | None) -> bool:
 
 
 class RequestIdMiddleware:
-    """Takes `X-Request-ID` (or makes one), exposes it to the handler, echoes it back."""
+    """Takes `X-Request-ID` (or makes one), exposes it to the handler, echoes it back,
+    and writes one structured log line per request when `log_requests` is on."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, log_requests: bool = True) -> None:
         self.app = app
+        self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,15 +69,29 @@ class RequestIdMiddleware:
         assert request_id is not None
         token = request_id_var.set(request_id)
         encoded = request_id.encode()
+        started = time.perf_counter()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded)]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if self.log_requests:
+                http_log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )
             request_id_var.reset(token)
 
 
@@ -86,9 +106,12 @@ def make_app(
     resources: list[Resource],
     ready_checks: list[Callable[[Any], Awaitable[tuple[str, bool, dict[str, Any]]]]],
     schemas: dict[str, dict[str, Any]] | None = None,
+    middleware: list[tuple[Any, dict[str, Any]]] | None = None,
 ) -> FastAPI:
     """One FastAPI app: the routers, the error handlers, the resources opened in its lifespan."""
+    from shared.auth import ApiKeyGate
     from shared.errors import error_response, install_error_handlers
+    from shared.metrics import Metrics, MetricsMiddleware
     from shared.openapi import COMMON_SCHEMAS
 
     @contextlib.asynccontextmanager
@@ -105,6 +128,7 @@ def make_app(
         redirect_slashes=False,
     )
     app.state.settings = settings
+    metrics = Metrics(app.state)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
@@ -127,6 +151,10 @@ def make_app(
             return error_response(503, failed)
         return json_response(body)
 
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus(request: Request) -> Response:
+        return await metrics.render(request)
+
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -147,5 +175,9 @@ def make_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(RequestIdMiddleware)
+    for middleware_class, options in middleware or []:
+        app.add_middleware(middleware_class, **options)  # innermost first
+    app.add_middleware(ApiKeyGate, keys=settings.api_keys)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware, log_requests=settings.access_log)
     return app

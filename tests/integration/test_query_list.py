@@ -450,3 +450,62 @@ async def test_the_real_write_path_and_projector_serve_what_the_oracle_expects(
         assert response.status_code == 200, response.text
         assert response.json()["total"] == len(everything), p
         assert response.json()["items"] == everything[offset : offset + limit], p
+
+
+async def test_invalid_list_parameters_are_422_in_the_error_shape_naming_them(
+    listing: tuple[httpx.AsyncClient, list[Task]],
+) -> None:
+    http, _ = listing
+    cases = {
+        "colour=red": "colour",
+        "limit=5&limit=6": "limit",
+        "tags=": "tags",
+        "tags=work,,home": "tags",
+        "priority=" + ",".join(["1"] * 51): "priority",
+        "completed=True": "completed",
+        "limit=0": "limit",
+        "limit=101": "limit",
+        "offset=100001": "offset",
+        "q=" + "a" * 201: "q",
+        "created_after=2026-01-01T00:00:00": "created_after",
+        # An unescaped '+' arrives as a space: the offset must be sent as %2B.
+        "created_after=2026-01-01T00:00:00+02:00": "created_after",
+        "sort=title,-title": "sort",
+        "q=report%07": "q",
+    }
+
+    answers = {qs: await http.get(f"/api/v1/tasks?{qs}") for qs in cases}
+    escaped = await http.get("/api/v1/tasks?created_after=2026-01-01T00:00:00%2B02:00")
+
+    for qs, key in cases.items():
+        assert answers[qs].status_code == 422, qs
+        assert answers[qs].json() == {
+            "error": "Validation failed",
+            "details": answers[qs].json()["details"],
+        }
+        assert list(answers[qs].json()["details"]) == [key], qs
+        assert "x-projection-position" in answers[qs].headers
+    assert escaped.status_code == 200
+
+
+async def test_an_inverted_range_is_an_empty_page_not_an_error(
+    listing: tuple[httpx.AsyncClient, list[Task]],
+) -> None:
+    http, _ = listing
+    inverted = [
+        {"priority_min": "5", "priority_max": "1"},
+        {"due_after": "2026-12-31", "due_before": "2026-01-01"},
+        {"created_after": "2026-02-01T00:00:00Z", "created_before": "2026-01-01T00:00:00Z"},
+    ]
+
+    answers = [await http.get("/api/v1/tasks", params=p) for p in inverted]
+
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.json() == {
+            "items": [],
+            "total": 0,
+            "limit": 20,
+            "offset": 0,
+            "next_cursor": None,
+        }

@@ -89,7 +89,8 @@ def make_settings(service_urls: tuple[str, str]) -> Iterator[Callable[..., Setti
 
     yield make
     for settings in made:
-        asyncio.run(_cleanup(settings))
+        # Clean up through the real broker even if a test pointed the app elsewhere.
+        asyncio.run(_cleanup(settings.model_copy(update={"amqp_url": amqp_url})))
 
 
 async def _cleanup(settings: Settings) -> None:

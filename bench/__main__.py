@@ -25,7 +25,7 @@ from bench.ceilings import append_ceilings, sql_round
 from bench.client import Connection
 from bench.measure import Round, summarise
 from bench.pipeline import projection_lag, rebuild_speed
-from bench.scenarios import PEER_RSS_MB, Files, Plan, build, drive
+from bench.scenarios import PEER_RSS_MB, Files, Plan, build, drive, preflight
 from bench.seed import body_lines, deep_cursor, patch_body, seed, task_body, wait_caught_up
 from bench.stack import ROOT, Server, bench_settings, cleanup, free_port, peak_rss_mb, with_database
 from bench.wrk import Load, require_wrk
@@ -49,6 +49,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lag-seconds", type=int, help="seconds of steady writes (20; quick 5)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--seed-connections", type=int, default=32, help="concurrent POSTs while seeding"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--seed", type=int, default=7, help="random seed of the data")
     parser.add_argument(
@@ -98,7 +101,7 @@ async def measure(
     probe = Connection("127.0.0.1", service.port)
 
     log(f"seeding {options.tasks:,} tasks through POST /api/v1/tasks")
-    seeded = await seed("127.0.0.1", service.port, options.tasks, rng)
+    seeded = await seed("127.0.0.1", service.port, options.tasks, rng, options.seed_connections)
     waited = await wait_caught_up(probe, seeded.last_position)
     results["seed"] = {
         "tasks": len(seeded.ids),
@@ -121,6 +124,7 @@ async def measure(
     try:
         for scenario in scenarios:
             log(f"{scenario.name}: {scenario.load.method} {scenario.load.path[:90]}")
+            await preflight(probe, scenario.load)
             http = await drive(service.url, scenario.load, plan)
             entry: dict[str, Any] = {
                 "label": scenario.label,

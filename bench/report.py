@@ -153,7 +153,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---|---|",
         f"| HTTP ceiling: trivial FastAPI endpoint, same uvicorn stack | {http:,.0f} req/s "
         f"(p99 {results['ceilings']['http']['p99_ms']:.1f} ms) | – | – |",
-        f"| seeding through POST, 32 connections | {seed['rate']:,.0f} tasks/s | – | – |",
+        f"| seeding through POST, {results['options']['seed_connections']} connections "
+        f"| {seed['rate']:,.0f} tasks/s | – | – |",
         f"| projection lag at {lag['achieved_rate']:,.0f} writes/s (half of max create), "
         f"p50 / p99 | {lag['p50_ms']:.1f} / {lag['p99_ms']:.1f} ms"
         f"{' (' + str(len(lag['failures'])) + ' failures)' if lag['failures'] else ''} "

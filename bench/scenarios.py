@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import orjson
+
 from bench.ceilings import Statement, get_query, list_query
+from bench.client import Connection
 from bench.measure import Round, Summary, summarise
 from bench.seed import LIST_TAGS, SEARCH_QUERY
 from bench.wrk import Load, run_wrk
@@ -131,6 +134,25 @@ class Plan:
     rounds: int
     threads: int = 2
     connections: int = 32
+
+
+def _first_line(path: Path) -> str:
+    with path.open() as lines:
+        return lines.readline().strip()
+
+
+async def preflight(connection: Connection, load: Load) -> None:
+    """One request of the load before it runs, so a wrong path or body fails the run instead of
+    turning into a fast stream of 4xx answers; a list page must carry its exact total."""
+    path = load.path + (_first_line(load.ids_file) if load.ids_file else "")
+    body = _first_line(load.bodies_file).encode() if load.bodies_file else None
+    headers = {"Content-Type": load.content_type} if body is not None else None
+    reply = await connection.request(load.method, path, body, headers)
+    if reply.status not in (200, 201):
+        raise RuntimeError(f"{load.method} {path} answered {reply.status}: {reply.body[:500]!r}")
+    page = orjson.loads(reply.body)
+    if "items" in page and not isinstance(page.get("total"), int):
+        raise RuntimeError(f"{load.method} {path} answered a page without an exact total")
 
 
 async def drive(base_url: str, load: Load, plan: Plan) -> Summary:

@@ -133,11 +133,15 @@ async def seed(
         finally:
             await connection.close()
 
+    # One line redrawn on a terminal; a line every 10 s in a log file.
+    redraw = sys.stderr.isatty()
+
     async def progress() -> None:
         while True:
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(2.0 if redraw else 10.0)
             elapsed = time.monotonic() - started
-            sys.stderr.write(f"\rseeded {len(ids):,}/{count:,} ({len(ids) / elapsed:,.0f}/s)")
+            line = f"seeded {len(ids):,}/{count:,} ({len(ids) / elapsed:,.0f}/s)"
+            sys.stderr.write(f"\r{line}" if redraw else f"{line}\n")
             sys.stderr.flush()
 
     reporter = asyncio.create_task(progress())
@@ -146,7 +150,7 @@ async def seed(
     finally:
         reporter.cancel()
     seconds = time.monotonic() - started
-    sys.stderr.write(f"\rseeded {len(ids):,} tasks in {seconds:,.1f} s\n")
+    sys.stderr.write(("\r" if redraw else "") + f"seeded {len(ids):,} tasks in {seconds:,.1f} s\n")
     return Seeded(ids, last, seconds)
 
 

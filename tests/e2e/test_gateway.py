@@ -23,10 +23,13 @@ import pytest
 from shared.config import Settings
 from tests.helpers import JSON, ROOT, Process, eventually, free_port, store_events
 
+# Debian puts nginx in /usr/sbin, which an unprivileged user's PATH may lack.
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        shutil.which("nginx") is None,
+        NGINX is None,
         reason="nginx is not installed (.ci/run installs Debian's nginx with apt-get)",
     ),
 ]
@@ -65,7 +68,7 @@ def nginx(command_port: int, query_port: int, log: Path) -> Iterator[str]:
         config.write_text(render_config(port, command_port, query_port, workdir))
         with log.open("ab") as sink:
             proc = subprocess.Popen(
-                ["nginx", "-e", "stderr", "-c", str(config), "-g", "daemon off;"],
+                [str(NGINX), "-e", "stderr", "-c", str(config), "-g", "daemon off;"],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )

@@ -6,14 +6,13 @@ import asyncio
 import io
 import random
 import time
-from datetime import date
 from typing import Any
 
 import orjson
 
 from bench.client import Connection
 from bench.measure import percentile
-from bench.seed import JSON, task_body
+from bench.seed import JSON, task_body, utc_today
 from bench.stack import peak_rss_mb
 from projector.rebuild import rebuild
 from shared.config import Settings
@@ -34,7 +33,7 @@ async def projection_lag(
         pool.put_nowait(Connection(host, port))
     lags: list[float] = []
     failures: list[str] = []
-    today = date.today()
+    today = utc_today()
 
     async def one() -> None:
         connection = await pool.get()

@@ -7,7 +7,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -54,8 +54,14 @@ def _sentence(rng: random.Random, low: int, high: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
 
 
+def utc_today() -> date:
+    """The service validates due dates against the UTC date, not the local one."""
+    return datetime.now(UTC).date()
+
+
 def _due(rng: random.Random, today: date) -> str:
-    return (today + timedelta(days=rng.randint(0, 365))).isoformat()
+    # From tomorrow on: a run that crosses midnight UTC must not send a date now in the past.
+    return (today + timedelta(days=rng.randint(1, 365))).isoformat()
 
 
 def task_body(rng: random.Random, today: date) -> dict[str, Any]:
@@ -88,7 +94,7 @@ def patch_body(rng: random.Random, today: date) -> dict[str, Any]:
 
 def body_lines(make: Any, rng: random.Random, count: int) -> list[str]:
     """Bodies for wrk, one JSON document a line, generated once so Lua only picks."""
-    today = date.today()
+    today = utc_today()
     return [orjson.dumps(make(rng, today)).decode() for _ in range(count)]
 
 
@@ -113,7 +119,7 @@ async def seed(
     ids: list[str] = []
     last = 0
     remaining = count
-    today = date.today()
+    today = utc_today()
     started = time.monotonic()
 
     async def worker() -> None:

@@ -219,6 +219,7 @@ def create_app(settings: Settings) -> FastAPI:
         resources,
         [postgres_check] + ([rabbitmq_check] if settings.run_relay else []),
         WRITE_SCHEMAS,
+        # Inside the request-id and metrics middleware, so 413 and 415 are counted and echo it.
+        [(BodyGate, {"max_bytes": settings.max_body_bytes})],
     )
-    app.add_middleware(BodyGate, max_bytes=settings.max_body_bytes)
     return app

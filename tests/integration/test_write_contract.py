@@ -13,9 +13,11 @@ import httpx
 import pytest
 
 from command_service import commands
+from command_service.api import create_app as create_command_app
 from command_service.application import TaskApplication
 from shared.config import Settings
 from shared.domain import Task, create_mapper, decode
+from shared.web import valid_token
 from tests.helpers import JSON, store_events
 
 WIRE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -355,6 +357,7 @@ async def test_oversized_and_wrongly_typed_bodies_are_413_and_415_and_append_not
         title = "Payload too large" if status == 413 else "Unsupported media type"
         assert_error(response, status, title)
         assert response.json()["details"] is None
+        assert valid_token(response.headers.get("x-request-id"))
     assert len(await store_events(settings)) == 1
 
 
@@ -506,3 +509,30 @@ async def test_every_timestamp_has_six_fractional_digits_and_z_and_a_tasks_event
         moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for moment in moments[:-1]
     ]
     assert datetime.fromisoformat(shown[-1]["completed_at"]) == moments[-2]
+
+
+async def test_the_command_service_on_its_own_gates_bodies_inside_the_request_id(
+    settings: Settings,
+) -> None:
+    app = create_command_app(settings.model_copy(update={"run_relay": False}))
+    big = b" " * (settings.max_body_bytes + 1)
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            too_large = await http.post("/api/v1/tasks", content=big, headers=JSON)
+            unsupported = await http.post(
+                "/api/v1/tasks", content=b"{}", headers={"X-Request-ID": "req-415"}
+            )
+            created = await http.post(
+                "/api/v1/tasks", json={"title": "split"}, headers={"X-Request-ID": "req-201"}
+            )
+
+    assert too_large.status_code == 413
+    assert valid_token(too_large.headers.get("x-request-id"))
+    assert unsupported.status_code == 415
+    assert unsupported.headers["x-request-id"] == "req-415"
+    assert created.status_code == 201
+    assert created.headers["x-request-id"] == "req-201"
+    [row] = await store_events(settings)
+    assert state(row)["correlation_id"] == "req-201"

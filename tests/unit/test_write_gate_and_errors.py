@@ -188,8 +188,14 @@ class BrokenApplication:
 
 def broken_app() -> FastAPI:
     settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none")
-    app = make_app("Tasks command service", settings, [router], [], [])
-    app.add_middleware(BodyGate, max_bytes=settings.max_body_bytes)
+    app = make_app(
+        "Tasks command service",
+        settings,
+        [router],
+        [],
+        [],
+        middleware=[(BodyGate, {"max_bytes": settings.max_body_bytes})],
+    )
     app.state.tasks = BrokenApplication()
     return app
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from cli import create_app
 from command_service import commands
 from shared.config import Settings
 from tests.helpers import store_events
@@ -176,3 +178,28 @@ async def test_an_invalid_body_with_a_used_key_is_refused_for_the_body(
     assert response.status_code == 422
     assert list(response.json()["details"]) == ["title"]
     assert len(await store_events(settings)) == 1
+
+
+async def test_idempotency_keys_are_scoped_per_api_key(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(api_keys=["alice-secret", "bob-secret"])
+    app = create_app(settings)
+    body = {"title": "same body, same key"}
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            answers = [
+                await http.post(
+                    "/api/v1/tasks",
+                    json=body,
+                    headers={"Idempotency-Key": "k", "Authorization": f"Bearer {who}-secret"},
+                )
+                for who in ("alice", "bob", "alice")
+            ]
+
+    assert [response.status_code for response in answers] == [201, 201, 201]
+    assert answers[0].json()["id"] != answers[1].json()["id"]
+    assert answer(answers[2]) == answer(answers[0])
+    assert len(await store_events(settings)) == 2

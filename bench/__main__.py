@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
     require_wrk()
     started = datetime.now(UTC)
+    load_before = os.getloadavg()[0]
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     options.out.mkdir(parents=True, exist_ok=True)
     settings = bench_settings(options.database_url, options.amqp_url)
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         queues=[settings.projector_queue, settings.dead_letter_queue],
         options={k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
         peer_rss_mb=PEER_RSS_MB,
+        # Other work on the machine skews every figure; the 1-minute load shows how much.
+        load_average=[load_before, os.getloadavg()[0]],
     )
     results["targets"] = report.evaluate(results)
     json_path, md_path = report.write(results, options.out, stamp)

@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         trivial_port,
         options.out / f"{stamp}-trivial.log",
     )
+    if load_before > (os.cpu_count() or 1):
+        log(f"the machine is busy (load average {load_before:.1f}): figures will be noisy")
     log(f"database {settings.database_url.rsplit('/', 1)[1]}, service on :{settings.port}")
     try:
         service.start("/ready")

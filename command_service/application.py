@@ -12,6 +12,7 @@ import asyncpg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Transcoder
 
+from command_service.batcher import GroupCommit
 from command_service.commands import check_not_past, is_past
 from shared.config import Settings
 from shared.database import ddl_lock, ensure_database
@@ -43,6 +44,18 @@ class TaskApplication(Application[UUID]):
     def __init__(self, settings: Settings | None = None, env: dict[str, str] | None = None) -> None:
         base = settings.eventsourcing_env() if settings is not None else {}
         super().__init__(env={**base, **(env or {})})
+        self.committer = GroupCommit(
+            self.save, settings.group_commit_max if settings is not None else 100
+        )
+
+    @property
+    def appended(self) -> int:
+        """Events this process has appended (a metric)."""
+        return self.committer.appended
+
+    def close(self) -> None:
+        self.committer.close()
+        super().close()
 
     def construct_transcoder(self) -> Transcoder:
         return create_transcoder()
@@ -65,7 +78,7 @@ class TaskApplication(Application[UUID]):
             task_id, **fields, idempotency_key=idempotency_key, correlation_id=correlation_id
         )
         try:
-            recordings = self.save(task)
+            position = self.committer.commit(task)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -73,7 +86,7 @@ class TaskApplication(Application[UUID]):
             if replayed is None:
                 raise
             return replayed
-        return WriteResult(task_to_dict(task), task.version, recordings[-1].notification.id)
+        return WriteResult(task_to_dict(task), task.version, position)
 
     def _replay_creation(self, task_id: UUID, fields: dict[str, Any]) -> WriteResult | None:
         """The original answer to a key already used with an equal body; None if never used."""
@@ -110,10 +123,10 @@ class TaskApplication(Application[UUID]):
                 )
             task.update(changes, correlation_id)
             try:
-                recordings = self.save(task)
+                position = self.committer.commit(task)
             except IntegrityError:
                 continue
-            return WriteResult(task_to_dict(task), task.version, recordings[-1].notification.id)
+            return WriteResult(task_to_dict(task), task.version, position)
         raise RuntimeError("too many concurrent writes to one task")
 
     def delete_task(
@@ -124,10 +137,10 @@ class TaskApplication(Application[UUID]):
             _check_if_match(task, if_match)
             task.soft_delete(correlation_id)
             try:
-                recordings = self.save(task)
+                position = self.committer.commit(task)
             except IntegrityError:
                 continue
-            return WriteResult(task_to_dict(task), task.version, recordings[-1].notification.id)
+            return WriteResult(task_to_dict(task), task.version, position)
         raise RuntimeError("too many concurrent writes to one task")
 
     def _get_live(self, task_id: UUID) -> Task:

@@ -1,0 +1,112 @@
+"""Group commit: concurrent commands share a save; a conflict fails only its own command."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from command_service.batcher import GroupCommit
+
+
+@dataclass
+class Notification:
+    id: int
+
+
+@dataclass
+class Recording:
+    notification: Notification
+
+
+class Aggregate:
+    def __init__(self, *events: str) -> None:
+        self.events = list(events)
+
+    def collect_events(self) -> list[str]:
+        collected, self.events = self.events, []
+        return collected
+
+
+class Store:
+    """Appends events all or nothing, refusing any event named 'conflict'."""
+
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+
+    def save(self, *events: Any) -> list[Recording]:
+        self.gate.wait(5)
+        self.calls.append(len(events))
+        if "conflict" in events:
+            raise IntegrityError("version conflict")
+        start = len(self.saved)
+        self.saved.extend(events)
+        return [Recording(Notification(start + n + 1)) for n in range(len(events))]
+
+
+def commit_in_threads(committer: GroupCommit, aggregates: list[Aggregate]) -> list[Any]:
+    results: list[Any] = [None] * len(aggregates)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = committer.commit(aggregates[index])
+        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(aggregates))]
+    for thread in threads:
+        thread.start()
+    return [threads, results]
+
+
+def test_commands_queued_while_a_save_runs_are_saved_together_in_order() -> None:
+    store = Store()
+    committer = GroupCommit(store.save)
+    aggregates = [Aggregate(f"e{n}") for n in range(10)]
+
+    threads, results = commit_in_threads(committer, aggregates)
+    while committer._queue.qsize() < 9:  # the first save is held at the gate
+        pass
+    store.gate.set()
+    for thread in threads:
+        thread.join()
+    committer.close()
+
+    assert store.calls[0] == 1
+    assert sum(store.calls) == 10
+    assert len(store.calls) < 10
+    assert sorted(results) == list(range(1, 11))
+    assert committer.appended == 10
+
+
+def test_a_conflict_in_a_batch_fails_only_its_own_command() -> None:
+    store = Store()
+    committer = GroupCommit(store.save)
+    aggregates = [Aggregate("a"), Aggregate("b"), Aggregate("conflict"), Aggregate("c", "d")]
+
+    threads, results = commit_in_threads(committer, aggregates)
+    while committer._queue.qsize() < 3:
+        pass
+    store.gate.set()
+    for thread in threads:
+        thread.join()
+    committer.close()
+
+    assert isinstance(results[2], IntegrityError)
+    assert store.saved == ["a", "b", "c", "d"]
+    assert results[0] == 1
+    assert results[1] == 2
+    assert results[3] == 4
+
+
+def test_an_aggregate_with_nothing_to_save_is_refused() -> None:
+    committer = GroupCommit(Store().save)
+
+    with pytest.raises(ValueError, match="nothing to commit"):
+        committer.commit(Aggregate())
+    committer.close()

@@ -24,11 +24,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# Debian's nginx and docker-compose, for the gateway and compose tests (installed when root).
+# Debian's nginx, docker-compose and wrk, for the gateway, compose and bench-harness tests
+# (installed when root).
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
 from fastapi import FastAPI
@@ -53,6 +54,11 @@ def create_relay_app(settings: Settings) -> FastAPI:
     )
 
 
+def whole_api_document(settings: Settings) -> str:
+    """The single-process app's document: every route of every service (`shared/openapi.json`)."""
+    return json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
+
+
 async def migrate(settings: Settings) -> None:
     from command_service.application import migrate_store
     from projector.projection import migrate_read_model
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     target = replay.add_mutually_exclusive_group(required=True)
     target.add_argument("--queue", help="publish to this one queue through the default exchange")
     target.add_argument("--all", action="store_true", help="publish to the whole exchange")
+    commands.add_parser("openapi", help="write the whole API's OpenAPI document to stdout")
     commands.add_parser("rebuild", help="rebuild the read table from the store without downtime")
     commands.add_parser("verify", help="compare the read table with a replay of the store")
     args = parser.parse_args(argv)
@@ -96,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
         count = asyncio.run(run_replay(settings, args.from_position, args.to_position, args.queue))
         print(f"republished {count} events")
+        return 0
+    if args.command == "openapi":
+        sys.stdout.write(whole_api_document(settings))
         return 0
     if args.command == "rebuild":
         from projector.rebuild import rebuild

@@ -23,10 +23,11 @@ from command_service.commands import (
     validate_create,
     validate_patch,
 )
-from command_service.relay import relay_task
+from command_service.relay import asyncapi_router, relay_ready, relay_task
 from shared.config import Settings
 from shared.errors import NotFound, error_response, error_responses
 from shared.health import postgres_check, rabbitmq_check
+from shared.openapi import whole_api_router
 from shared.web import Resource, json_response, make_app, request_id_var
 
 MEDIA_TYPES = {
@@ -215,9 +216,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = make_app(
         "Tasks command service",
         settings,
-        [router],
+        [router, asyncapi_router, whole_api_router],
         resources,
-        [postgres_check] + ([rabbitmq_check] if settings.run_relay else []),
+        [postgres_check] + ([rabbitmq_check, relay_ready] if settings.run_relay else []),
         WRITE_SCHEMAS,
         # Inside the request-id and metrics middleware, so 413 and 415 are counted and echo it.
         [(BodyGate, {"max_bytes": settings.max_body_bytes})],

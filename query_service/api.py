@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -164,6 +164,22 @@ def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, st
 
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+def get_and_head(path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """GET documented in OpenAPI; HEAD served by the same function, not listed twice."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(path, endpoint, methods=["GET"], **options)
+        router.add_api_route(
+            path, endpoint, methods=["HEAD"], include_in_schema=False, response_model=None
+        )
+        return endpoint
+
+    return register
+
+
 READ_ERRORS = error_responses(401, 403, 404, 422, 500, 503)
 LIST_PARAMETERS = [
     {
@@ -177,9 +193,8 @@ LIST_PARAMETERS = [
 ]
 
 
-@router.api_route(
+@get_and_head(
     "",
-    methods=["GET", "HEAD"],
     summary="Search, filter, sort and paginate tasks",
     response_model=None,
     openapi_extra={"parameters": LIST_PARAMETERS},
@@ -256,9 +271,8 @@ def _single_params(request: Request) -> dict[str, str]:
     return params
 
 
-@router.api_route(
+@get_and_head(
     "/{task_id}",
-    methods=["GET", "HEAD"],
     summary="A task, or its state at a version or moment (time travel)",
     response_model=None,
     openapi_extra={
@@ -352,9 +366,8 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     return json_response(task, headers=headers)
 
 
-@router.api_route(
+@get_and_head(
     "/{task_id}/history",
-    methods=["GET", "HEAD"],
     summary="Every event of a task, in version order (audit replay)",
     response_model=None,
     responses={
@@ -401,6 +414,11 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> FastAPI:
     resources: list[Resource] = [read_pools]
-    app = make_app("Tasks query service", settings, [router], resources, [postgres_check])
-    app.add_middleware(ProjectionPositionHeader)
-    return app
+    return make_app(
+        "Tasks query service",
+        settings,
+        [router],
+        resources,
+        [postgres_check],
+        middleware=[(ProjectionPositionHeader, {})],
+    )

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from shared.config import Settings
+from shared.openapi import WHOLE_API, merge_documents
 from tests.helpers import JSON, ROOT, Process, eventually, free_port, store_events
 
 # Debian puts nginx in /usr/sbin, which an unprivileged user's PATH may lack.
@@ -286,11 +287,18 @@ async def test_documents_go_to_the_command_service_and_health_to_the_query_servi
             ready = await http.get("/ready")
             metrics = await http.get("/metrics")
             own_document = await http.get(f"{stack.command.url}/openapi.json")
+            query_document = await http.get(f"{stack.query.url}/openapi.json")
             query_ready = await http.get(f"{stack.query.url}/ready")
     entries = stack.access_entries()
 
     assert document.status_code == 200
-    assert document.json() == own_document.json()
+    whole = document.json()
+    assert whole == merge_documents(
+        whole["info"]["title"], own_document.json(), query_document.json()
+    )
+    assert whole == json.loads(WHOLE_API.read_text())
+    assert "patch" in whole["paths"]["/api/v1/tasks/{task_id}"]
+    assert "get" in whole["paths"]["/api/v1/tasks/{task_id}"]
     assert docs.status_code == 200
     assert docs.headers["content-type"].startswith("text/html")
     assert health.json() == {"status": "ok"}

@@ -7,6 +7,7 @@ transaction. `verify` compares every row with the state replayed from the store.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -113,13 +114,21 @@ async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict
         progress = Progress("rebuild", upto, progress_stream)
         columns = COLUMNS.split(", ")
         rows: list[tuple[Any, ...]] = []
+        # One COPY in flight while the next batch is read and folded (two connections).
+        copying: asyncio.Task[str] | None = None
         async with store.transaction(isolation="repeatable_read", readonly=True):
             async for task, position, counted in folded_tasks(store, upto):
                 rows.append(_row(task, position))
                 progress.advance(counted)
                 if len(rows) >= BATCH:
-                    await read.copy_records_to_table(NEW_TABLE, records=rows, columns=columns)
+                    if copying is not None:
+                        await copying
+                    copying = asyncio.create_task(
+                        read.copy_records_to_table(NEW_TABLE, records=rows, columns=columns)
+                    )
                     rows = []
+        if copying is not None:
+            await copying
         if rows:
             await read.copy_records_to_table(NEW_TABLE, records=rows, columns=columns)
         progress.advance(0, final=True)

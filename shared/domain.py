@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     DatetimeAsISO,
@@ -24,7 +25,8 @@ TaskDict = dict[str, Any]
 
 def format_timestamp(moment: datetime) -> str:
     """Timestamps on the wire: UTC, six fractional digits, `Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime, and this runs for every event read.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _now() -> datetime:
@@ -167,8 +169,29 @@ def fold(events: Iterable[Task.Event], task: Task | None = None) -> Task | None:
     return task
 
 
+class FastJSONTranscoder(JSONTranscoder):
+    """The library's JSON format, decoded with orjson (the store's hottest read path).
+
+    Encoding stays the library's own, so stored bytes are exactly what it would write.
+    """
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return super().decode(data)  # e.g. lone surrogates, which orjson refuses
+        return self._revive(parsed)
+
+    def _revive(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return self._decode_obj({key: self._revive(item) for key, item in value.items()})
+        if isinstance(value, list):
+            return [self._revive(item) for item in value]
+        return value
+
+
 def create_transcoder() -> JSONTranscoder:
-    transcoder = JSONTranscoder()
+    transcoder = FastJSONTranscoder()
     transcoder.register(UUIDAsHex())
     transcoder.register(DatetimeAsISO())
     return transcoder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -177,3 +177,36 @@ def test_a_version_one_task_created_is_upcast_when_decoded() -> None:
         "updated_at": "2025-01-02T03:04:05.678901Z",
         "version": 1,
     }
+
+
+def test_the_fast_decoder_reads_exactly_what_the_library_wrote() -> None:
+    from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex
+
+    from shared.domain import create_transcoder
+
+    library = JSONTranscoder()
+    library.register(UUIDAsHex())
+    library.register(DatetimeAsISO())
+    state = {
+        "timestamp": datetime(2026, 11, 26, 9, 30, 0, 123456, tzinfo=UTC),
+        "originator_topic": "Task",
+        "changes": {"title": "Ünïcode ✓ 𝄞", "tags": ["a", "b"], "due_date": None},
+        "nested": [{"id": uuid.UUID(int=7)}],
+    }
+    stored = library.encode(state)
+
+    assert create_transcoder().decode(stored) == library.decode(stored) == state
+
+
+def test_timestamps_are_formatted_in_utc_with_six_digits_and_z() -> None:
+    from shared.domain import format_timestamp
+
+    east = timezone(timedelta(hours=5, minutes=30))
+
+    assert (
+        format_timestamp(datetime(2026, 1, 2, 8, 0, 0, tzinfo=east))
+        == "2026-01-02T02:30:00.000000Z"
+    )
+    assert format_timestamp(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == (
+        "2026-01-02T03:04:05.000006Z"
+    )

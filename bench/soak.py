@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 import uvloop
@@ -77,6 +77,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--amqp-url", default=os.environ.get("TASKS_BENCH_AMQP_URL", DEFAULT_AMQP_URL)
     )
     return parser.parse_args(argv)
+
+
+def redacted(value: Any) -> Any:
+    """An option as written to the results: a URL's password replaced by `***`."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, str) and "://" in value:
+        parts = urlsplit(value)
+        if parts.password is not None:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            return urlunsplit(parts._replace(netloc=netloc))
+    return value
 
 
 def log(message: str) -> None:
@@ -304,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "started_at": started.isoformat(timespec="seconds"),
         "command": "python -m bench.soak " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
+        "options": {name: redacted(value) for name, value in vars(options).items()},
         "load": load,
         "memory_mb": {"start": memory_start, "end": memory_end},
         "verify": verified,

@@ -21,13 +21,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from query_service import history as store
 from query_service.queries import (
     PARAMETERS,
+    ListQuery,
     cursor_values,
     encode_cursor,
-    list_statement,
+    list_statements,
     parse_int,
     parse_list_query,
     parse_timestamp,
 )
+from query_service.totals import TotalCache
 from shared.config import Settings
 from shared.domain import EVENTS_TABLE
 from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
@@ -214,15 +216,12 @@ async def list_tasks(request: Request) -> Response:
         secret=settings.cursor_secret.encode(),
     )
     await _await_position(request, _min_position(request, query.min_position))
-    statement, args = list_statement(query)
     try:
-        rows = await request.app.state.read_pool.fetch(statement, *args)
+        position, total, rows = await _page_and_total(request.app.state, query)
     except asyncpg.UndefinedTableError:
         raise ServiceUnavailable(
             "The read model is not initialised yet", {"Retry-After": "1"}
         ) from None
-    position = rows[0]["position"]
-    total = rows[0]["total"]
     page = [row for row in rows if row["doc"] is not None]
     more = len(page) > query.limit
     page = page[: query.limit]
@@ -248,6 +247,28 @@ async def list_tasks(request: Request) -> Response:
     )
     request.app.state.watcher.advance(position)
     return raw_json_response(body, headers=_reading(position))
+
+
+async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[asyncpg.Record]]:
+    """The page, its exact total and the position they both describe.
+
+    When a total for these filters is remembered at a position no older than the watcher's,
+    the page alone is read; its snapshot's position says whether the total still holds.
+    Otherwise (or when the position has moved) one statement reads page, total and position.
+    """
+    statements = list_statements(query)
+    totals: TotalCache = state.totals
+    known = totals.position_of(statements.total_key)
+    if known is not None and known >= state.watcher.position:
+        rows = await state.read_pool.fetch(statements.page_sql, *statements.args)
+        position = rows[0]["position"]
+        total = totals.total(statements.total_key, position)
+        if total is not None:
+            return position, total, rows
+    rows = await state.read_pool.fetch(statements.sql, *statements.args)
+    position, total = rows[0]["position"], rows[0]["total"]
+    totals.remember(statements.total_key, position, total)
+    return position, total, rows
 
 
 _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -388,16 +409,31 @@ async def task_history(task_id: str, request: Request) -> Response:
     return json_response(body, headers={"Cache-Control": "no-cache"})
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's default reset query (a round trip per request).
+
+    Reads never change session state (no SET, LISTEN, advisory locks or open cursors on pool
+    connections; the watcher listens on a connection of its own), and asyncpg itself still
+    rolls back any transaction left open before this runs.
+    """
+
+
 @contextlib.asynccontextmanager
 async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
     state.read_pool = await asyncpg.create_pool(
-        settings.read_dsn, min_size=settings.read_pool_min, max_size=settings.read_pool_max
+        settings.read_dsn,
+        min_size=settings.read_pool_min,
+        max_size=settings.read_pool_max,
+        reset=_keep_session,
     )
     state.store_pool = (
         state.read_pool
         if settings.read_dsn == settings.database_url
-        else await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+        else await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=4, reset=_keep_session
+        )
     )
+    state.totals = TotalCache()
     state.watcher = PositionWatcher(settings, state.read_pool)
     state.watcher.advance(await state.watcher.read())
     watching = asyncio.create_task(state.watcher.run(), name="position-watcher")

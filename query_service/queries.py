@@ -236,7 +236,9 @@ class Sql:
 
 def where_clause(query: ListQuery, sql: Sql) -> str:
     conditions = [] if query.include_deleted else ["NOT deleted"]
-    for name, value in query.filters:
+    # In a fixed order, so the same filters given in another order are the same statement
+    # (one prepared statement, one remembered total).
+    for name, value in sorted(query.filters, key=lambda f: str(f[0])):
         if name == "completed":
             conditions.append("completed" if value else "NOT completed")
         elif name == "has_due_date":
@@ -338,28 +340,68 @@ def cursor_values(query: ListQuery, row: Any) -> list[Any]:
     return values
 
 
-def list_statement(query: ListQuery) -> tuple[str, list[Any]]:
-    """One statement, so the page, the total and the position share one snapshot."""
+@dataclass(frozen=True)
+class ListStatement:
+    """The SQL of one list request, in two forms that take the same arguments.
+
+    `sql` returns the position, the exact total and the page; `page_sql` the position and the
+    page only, for when the total at that position is already known. `total_key` is everything
+    the total depends on besides the position: the filter's SQL and its arguments (today's date
+    included when `overdue` is used), not the sort, the limit, the offset or the cursor.
+    """
+
+    sql: str
+    page_sql: str
+    args: list[Any]
+    total_key: tuple[str, bytes]
+
+
+def list_statements(query: ListQuery) -> ListStatement:
+    """Both forms are one statement each, so the page, the total and the position share one
+    snapshot."""
     sql = Sql()
     where = where_clause(query, sql)
+    total_key = (where, orjson.dumps(sql.args, default=str))
     page_where = where
     if query.after is not None:
         page_where = f"{where} AND {keyset_clause(query, sql)}"
     order = order_clause(query)
     keys = ", ".join(f"{SORT_COLUMNS[name][0]} AS k_{name}" for name, _ in query.sort)
+    key_names = "".join(f", page.k_{name}" for name, _ in query.sort)
     limit = sql.arg(query.limit + 1)
     offset = sql.arg(query.offset or 0)
+    if query.offset:
+        # Skip rows on the sort keys and ids alone (an index-only scan where the index holds
+        # them), then read `doc` for the page's rows only, by primary key.
+        skipped = "".join(f", p.k_{name}" for name, _ in query.sort)
+        page = (
+            f"SELECT d.doc, p.id{skipped} FROM (SELECT id, {keys} FROM tasks"
+            f" WHERE {page_where} ORDER BY {order} LIMIT {limit} OFFSET {offset}) AS p"
+            " JOIN tasks AS d ON d.id = p.id"
+        )
+    else:
+        page = (
+            f"SELECT doc, id, {keys} FROM tasks WHERE {page_where}"
+            f" ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        )
     outer_order = ", ".join(
         f"page.k_{name} {'DESC' if d else 'ASC'}{' NULLS LAST' if SORT_COLUMNS[name][1] else ''}"
         for name, d in query.sort
     )
-    statement = (
-        "SELECT state.position, total.n AS total, page.doc, page.id"
-        + "".join(f", page.k_{name}" for name, _ in query.sort)
-        + " FROM (SELECT position FROM projection_state WHERE name = 'projector') AS state"
-        f" CROSS JOIN (SELECT count(*) AS n FROM tasks WHERE {where}) AS total"
-        f" LEFT JOIN LATERAL (SELECT doc, id, {keys} FROM tasks WHERE {page_where}"
-        f" ORDER BY {order} LIMIT {limit} OFFSET {offset}) AS page ON true"
-        f" ORDER BY {outer_order}, page.id ASC"
+    state = "(SELECT position FROM projection_state WHERE name = 'projector') AS state"
+    tail = f" LEFT JOIN LATERAL ({page}) AS page ON true ORDER BY {outer_order}, page.id ASC"
+    return ListStatement(
+        sql=(
+            f"SELECT state.position, total.n AS total, page.doc, page.id{key_names} FROM {state}"
+            f" CROSS JOIN (SELECT count(*) AS n FROM tasks WHERE {where}) AS total{tail}"
+        ),
+        page_sql=f"SELECT state.position, page.doc, page.id{key_names} FROM {state}{tail}",
+        args=sql.args,
+        total_key=total_key,
     )
-    return statement, sql.args
+
+
+def list_statement(query: ListQuery) -> tuple[str, list[Any]]:
+    """The page with its exact total, computed in the statement's own snapshot."""
+    statements = list_statements(query)
+    return statements.sql, statements.args

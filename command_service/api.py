@@ -11,6 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from command_service.application import TaskApplication, WriteResult, migrate_store
@@ -45,7 +46,7 @@ class BodyGate:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in MEDIA_TYPES:
+        if scope["type"] != "http" or scope["method"] not in MEDIA_TYPES or not _routed(scope):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -84,6 +85,11 @@ class BodyGate:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _routed(scope: Scope) -> bool:
+    """Some route serves this method on this path; otherwise the router's 404 or 405 comes first."""
+    return any(route.matches(scope)[0] is Match.FULL for route in scope["app"].router.routes)
 
 
 async def _reply(scope: Scope, receive: Receive, send: Send, status: int) -> None:
@@ -130,7 +136,51 @@ WRITE_SCHEMAS = {
     "TaskCreate": TaskCreate.model_json_schema(),
     "TaskPatch": TaskPatch.model_json_schema(),
 }
-WRITE_ERRORS = error_responses(401, 403, 413, 415, 422, 500)
+WRITE_ERRORS = error_responses(401, 403, 408, 413, 414, 415, 422, 431, 500)
+
+
+def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+IF_MATCH = _header(
+    "If-Match", "*, an ETag, or a list of them; a mismatch is 412", {"type": "string"}
+)
+IDEMPOTENCY_KEY = _header(
+    "Idempotency-Key",
+    "a retry with the same key and body returns the original answer",
+    {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+)
+WRITTEN_HEADERS = {
+    "ETag": {"description": "the task's new version", "schema": {"type": "string"}},
+    "X-Event-Position": {
+        "description": "global position of the event (read-your-writes)",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
+
+
+def _links(task_id: str, *targets: str) -> dict[str, Any]:
+    """OpenAPI links from a write to what can follow it on the same task (stateful fuzzing)."""
+    operations = {
+        "GetTask": "get_task_api_v1_tasks__task_id__get",
+        "UpdateTask": "update_task_api_v1_tasks__task_id__patch",
+        "DeleteTask": "delete_task_api_v1_tasks__task_id__delete",
+        "GetHistory": "task_history_api_v1_tasks__task_id__history_get",
+    }
+    links: dict[str, Any] = {}
+    for name in targets:
+        parameters = {"path.task_id": task_id}
+        if name == "GetTask":
+            parameters["header.X-Min-Position"] = "$response.header.X-Event-Position"
+        links[name] = {"operationId": operations[name], "parameters": parameters}
+    return links
 
 
 @router.post(
@@ -138,11 +188,21 @@ WRITE_ERRORS = error_responses(401, 403, 413, 415, 422, 500)
     status_code=201,
     summary="Create a task",
     response_model=None,
-    openapi_extra=_body_schema(TaskCreate, ("application/json",)),
+    openapi_extra={
+        **_body_schema(TaskCreate, ("application/json",)),
+        "parameters": [IDEMPOTENCY_KEY],
+    },
     responses={
         201: {
             "description": "Created",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
+            "headers": {
+                "Location": {"description": "the task's URL", "schema": {"type": "string"}},
+                **WRITTEN_HEADERS,
+            },
+            "links": _links(
+                "$response.body#/id", "GetTask", "UpdateTask", "DeleteTask", "GetHistory"
+            ),
         },
         **WRITE_ERRORS,
     },
@@ -150,12 +210,8 @@ WRITE_ERRORS = error_responses(401, 403, 413, 415, 422, 500)
 async def create_task(request: Request) -> Response:
     fields = validate_create(await request.body())
     key = check_idempotency_key(request.headers.get("idempotency-key"))
-    result = await run_in_threadpool(
-        _application(request).create_task,
-        fields,
-        request_id_var.get(),
-        key,
-        getattr(request.state, "api_key_id", ""),
+    result = await _application(request).create_task_async(
+        fields, request_id_var.get(), key, getattr(request.state, "api_key_id", "")
     )
     return _written(result, 201)
 
@@ -164,11 +220,18 @@ async def create_task(request: Request) -> Response:
     "/{task_id}",
     summary="Update some fields of a task",
     response_model=None,
-    openapi_extra=_body_schema(TaskPatch, ("application/json", "application/merge-patch+json")),
+    openapi_extra={
+        **_body_schema(TaskPatch, ("application/json", "application/merge-patch+json")),
+        "parameters": [IF_MATCH],
+    },
     responses={
         200: {
             "description": "Updated",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
+            "headers": WRITTEN_HEADERS,
+            "links": _links(
+                "$response.body#/id", "GetTask", "UpdateTask", "DeleteTask", "GetHistory"
+            ),
         },
         **WRITE_ERRORS,
         **error_responses(404, 412),
@@ -188,7 +251,16 @@ async def update_task(task_id: str, request: Request) -> Response:
     status_code=204,
     summary="Soft-delete a task",
     response_model=None,
-    responses={204: {"description": "Deleted"}, **WRITE_ERRORS, **error_responses(404, 412)},
+    openapi_extra={"parameters": [IF_MATCH]},
+    responses={
+        204: {
+            "description": "Deleted",
+            "headers": WRITTEN_HEADERS,
+            "links": _links("$request.path.task_id", "GetTask", "GetHistory"),
+        },
+        **WRITE_ERRORS,
+        **error_responses(404, 412),
+    },
 )
 async def delete_task(task_id: str, request: Request) -> Response:
     if_match = parse_if_match(request.headers.get("if-match"))

@@ -88,6 +88,26 @@ class TaskApplication(Application[UUID]):
             return replayed
         return WriteResult(task_to_dict(task), task.version, position)
 
+    async def create_task_async(
+        self,
+        fields: dict[str, Any],
+        correlation_id: str | None,
+        idempotency_key: str | None = None,
+        scope: str = "",
+    ) -> WriteResult:
+        """A create from the event loop: without a key nothing needs the store before the
+        append, so the command waits for its group commit without taking a thread."""
+        if idempotency_key is not None:
+            return await asyncio.to_thread(
+                self.create_task, fields, correlation_id, idempotency_key, scope
+            )
+        check_not_past(fields["due_date"])
+        task = Task.create(
+            uuid.uuid4(), **fields, idempotency_key=None, correlation_id=correlation_id
+        )
+        position = await self.committer.commit_async(task)
+        return WriteResult(task_to_dict(task), task.version, position)
+
     def _replay_creation(self, task_id: UUID, fields: dict[str, Any]) -> WriteResult | None:
         """The original answer to a key already used with an equal body; None if never used."""
         created = next(iter(self.events.get(task_id, lte=1)), None)

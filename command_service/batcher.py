@@ -9,6 +9,7 @@ commands are then saved one by one, and only the conflicting one sees the confli
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -51,6 +52,15 @@ class GroupCommit:
         pending = _Pending(events)
         self._queue.put(pending)
         return pending.future.result()
+
+    async def commit_async(self, aggregate: Any) -> int:
+        """`commit` for the event loop: waits without holding a thread."""
+        events = aggregate.collect_events()
+        if not events:
+            raise ValueError("nothing to commit")
+        pending = _Pending(events)
+        self._queue.put(pending)
+        return await asyncio.wrap_future(pending.future)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
+from eventsourcing import persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -141,8 +143,33 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(500)
 
 
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    persistence.OperationalError,
+    persistence.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
+"""A database that is restarting or unreachable: the request may be retried, it is not a bug."""
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning(
+        "dependency unavailable",
+        extra={"path": request.url.path, "error": type(exc).__name__},
+    )
+    return error_response(
+        503, "A database or broker connection is unavailable", {"Retry-After": "1"}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    for unavailable in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(unavailable, _unavailable)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
@@ -18,13 +19,14 @@ from uuid import UUID
 import asyncpg
 from aio_pika.abc import AbstractExchange
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from command_service.application import migrate_store
 from shared.config import Settings
 from shared.domain import EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
 from shared.lag import lag_behind
 from shared.messaging import connect, declare_topology, to_cloudevent, to_message
+from shared.progress import Progress
 
 log = logging.getLogger("tasks.relay")
 
@@ -102,12 +104,19 @@ class TaskStates:
 
 
 async def publish(
-    exchange: AbstractExchange, envelopes: list[tuple[dict[str, Any], Task.Event]]
+    exchange: AbstractExchange,
+    envelopes: list[tuple[dict[str, Any], Task.Event]],
+    routing_key: str | None = None,
 ) -> None:
-    """Publish a batch with every confirm outstanding at once; any nack or return raises."""
+    """Publish a batch with every confirm outstanding at once; any nack or return raises.
+
+    The routing key is the event type, or `routing_key` (a queue, on the default exchange).
+    """
     await asyncio.gather(
         *(
-            exchange.publish(to_message(envelope, event), envelope["type"], mandatory=True)
+            exchange.publish(
+                to_message(envelope, event), routing_key or envelope["type"], mandatory=True
+            )
             for envelope, event in envelopes
         )
     )
@@ -214,13 +223,24 @@ async def relay_task(state: Any, settings: Settings) -> AsyncIterator[None]:
 
 
 async def replay(
-    settings: Settings, from_position: int, to_position: int | None, queue: str | None
+    settings: Settings,
+    from_position: int,
+    to_position: int | None,
+    queue: str | None,
+    progress_stream: Any = sys.stderr,
 ) -> int:
     """Republish stored events (same ids) to one queue, or to the whole exchange (`queue=None`)."""
     conn = await asyncpg.connect(settings.database_url)
     states = TaskStates()
     count = 0
     try:
+        total = await conn.fetchval(
+            f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id >= $1 "
+            "AND ($2::bigint IS NULL OR notification_id <= $2)",
+            from_position,
+            to_position,
+        )
+        progress = Progress("replay", int(total), progress_stream)
         connection = await connect(settings, "replay")
         async with connection:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -235,19 +255,11 @@ async def replay(
                 rows = await conn.fetch(SELECT_RANGE, position, last, settings.relay_batch_size)
                 if not rows:
                     break
-                envelopes = await states.envelopes(conn, rows)
-                await asyncio.gather(
-                    *(
-                        exchange.publish(
-                            to_message(envelope, event),
-                            queue if queue is not None else envelope["type"],
-                            mandatory=True,
-                        )
-                        for envelope, event in envelopes
-                    )
-                )
+                await publish(exchange, await states.envelopes(conn, rows), queue)
                 count += len(rows)
+                progress.advance(len(rows))
                 position = rows[-1]["notification_id"] + 1
+            progress.advance(0, final=True)
     finally:
         await conn.close()
     return count
@@ -259,7 +271,13 @@ asyncapi_router = APIRouter(tags=["events"])
 @asyncapi_router.get(
     "/asyncapi.yaml",
     summary="The AsyncAPI document of the events published to RabbitMQ",
-    response_class=PlainTextResponse,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "AsyncAPI 3.0 in YAML",
+            "content": {"application/yaml": {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def asyncapi_document() -> PlainTextResponse:
     return PlainTextResponse(ASYNCAPI, media_type="application/yaml")

@@ -65,10 +65,12 @@ async def test_replay_to_one_queue_republishes_the_same_event_ids(
         await create_tasks(client, 5)
         first = await live.wait_for(5)
     async with BoundConsumer(settings) as catching_up:
-        count = await replay(settings, 2, 4, catching_up.queue_name)
+        progress = io.StringIO()
+        count = await replay(settings, 2, 4, catching_up.queue_name, progress)
         replayed = await catching_up.wait_for(3)
 
     assert count == 3
+    assert "3/3 events" in progress.getvalue()
     assert [body["id"] for body in replayed] == [body["id"] for body in first[1:4]]
     assert [body["position"] for body in replayed] == [2, 3, 4]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -45,7 +46,9 @@ class TaskApplication(Application[UUID]):
         base = settings.eventsourcing_env() if settings is not None else {}
         super().__init__(env={**base, **(env or {})})
         self.committer = GroupCommit(
-            self.save, settings.group_commit_max if settings is not None else 100
+            self.save,
+            settings.group_commit_max if settings is not None else 100,
+            recorded=self.already_recorded,
         )
 
     @property
@@ -172,6 +175,29 @@ class TaskApplication(Application[UUID]):
         if task.deleted:
             raise NotFound()
         return task
+
+    def already_recorded(self, events: Sequence[Any]) -> int | None:
+        """The position of the last of `events` if the store holds every one exactly as
+        given (same topic, same bytes: this very event, not a concurrent writer's), else None."""
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        position = None
+        with datastore.get_connection() as conn, conn.cursor() as curs:
+            for event in events:
+                stored = self.mapper.to_stored_event(event)
+                curs.execute(
+                    f"SELECT notification_id, topic, state FROM {EVENTS_TABLE} "
+                    "WHERE originator_id = %s AND originator_version = %s",
+                    (stored.originator_id, stored.originator_version),
+                )
+                row = curs.fetchone()
+                if (
+                    row is None
+                    or row["topic"] != stored.topic
+                    or bytes(row["state"]) != stored.state
+                ):
+                    return None
+                position = int(row["notification_id"])
+        return position
 
     def position_of(self, task_id: UUID, version: int) -> int:
         """The global position (notification id) of one stored event."""

@@ -22,6 +22,7 @@ from eventsourcing.persistence import IntegrityError
 log = logging.getLogger("tasks.commit")
 
 Save = Callable[..., Sequence[Any]]
+Recorded = Callable[[Sequence[Any]], int | None]
 
 
 class _Pending:
@@ -35,8 +36,9 @@ class _Pending:
 class GroupCommit:
     """`commit(aggregate)` from any thread; returns the position of the aggregate's last event."""
 
-    def __init__(self, save: Save, max_batch: int = 100) -> None:
+    def __init__(self, save: Save, max_batch: int = 100, recorded: Recorded | None = None) -> None:
         self._save = save
+        self._recorded = recorded
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -102,10 +104,23 @@ class GroupCommit:
         for item in batch:
             try:
                 recordings = self._save(*item.events)
+            except IntegrityError as exc:
+                self._conflict(item, exc)
             except Exception as exc:  # noqa: BLE001 - the command's own thread re-raises it
                 item.future.set_exception(exc)
             else:
                 self._settle([item], recordings)
+
+    def _conflict(self, item: _Pending, exc: IntegrityError) -> None:
+        """A conflict can be our own earlier attempt: a commit whose acknowledgement was lost
+        (the connection dropped) and that the library's retry then ran into."""
+        position = self._recorded(item.events) if self._recorded is not None else None
+        if position is None:
+            item.future.set_exception(exc)
+            return
+        log.warning("an append committed although its connection failed; answered as done")
+        self.appended += len(item.events)
+        item.future.set_result(position)
 
     def _settle(self, batch: list[_Pending], recordings: Sequence[Any]) -> None:
         """Recordings come back in the order the events went in."""

@@ -146,6 +146,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.ConnectionDoesNotExistError,
+    # A pooled connection the server terminated mid-operation can surface as a protocol-state
+    # error on its next use; the pool replaces it, and the request may be retried.
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     persistence.OperationalError,

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from projector.projection import COLUMNS, migrate_read_model
-from query_service.queries import list_statement, parse_list_query
+from query_service.queries import list_statement, list_statements, parse_list_query
 from shared.config import Settings
 from shared.domain import format_timestamp
 
@@ -92,12 +92,17 @@ def _walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _walk(child)
 
 
-async def plan(conn: asyncpg.Connection, query_string: str) -> list[dict[str, Any]]:
-    """The nodes of the plan of exactly the statement the list endpoint runs."""
+async def plan(
+    conn: asyncpg.Connection, query_string: str, *, page_only: bool = False
+) -> list[dict[str, Any]]:
+    """The nodes of the plan of exactly the statement the list endpoint runs (with its count,
+    or the page alone as when the total is remembered)."""
     query = parse_list_query(
         parse_qsl(query_string, keep_blank_values=True), max_offset=100_000, secret=b"s"
     )
     statement, args = list_statement(query)
+    if page_only:
+        statement = list_statements(query).page_sql
     raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *args)
     return list(_walk(orjson.loads(raw)[0]["Plan"]))
 
@@ -162,3 +167,16 @@ async def test_each_filter_and_the_default_sort_use_their_index_at_100k_tasks(
         for query, nodes in plans.items()
     }
     assert {query: scans for query, scans in unindexed.items() if scans} == {}
+
+
+async def test_a_deep_offset_page_skips_rows_inside_the_index_and_reads_only_its_own_rows(
+    big_read_table: asyncpg.Connection,
+) -> None:
+    conn = big_read_table
+
+    nodes = await plan(conn, "offset=50000", page_only=True)
+
+    skipping = [node for node in nodes if node.get("Index Name") == "tasks_created"]
+    assert [node["Node Type"] for node in skipping] == ["Index Only Scan"]
+    assert {node["Relation Name"] for node in nodes if node["Node Type"] == "Seq Scan"} == set()
+    assert "tasks_pkey" in indexes(nodes)

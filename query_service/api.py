@@ -182,7 +182,14 @@ def get_and_head(path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
     return register
 
 
-READ_ERRORS = error_responses(401, 403, 404, 422, 500, 503)
+READ_ERRORS = error_responses(401, 403, 404, 414, 422, 431, 500, 503)
+MIN_POSITION_HEADER = {
+    "name": "X-Min-Position",
+    "in": "header",
+    "required": False,
+    "description": "wait until the read model reaches this position (read-your-writes)",
+    "schema": {"type": "integer", "minimum": 0},
+}
 LIST_PARAMETERS = [
     {
         "name": name,
@@ -192,7 +199,7 @@ LIST_PARAMETERS = [
         "schema": {"type": "string"},
     }
     for name, text in PARAMETERS.items()
-]
+] + [MIN_POSITION_HEADER]
 
 
 @get_and_head(
@@ -315,6 +322,14 @@ def _single_params(request: Request) -> dict[str, str]:
                 "in": "query",
                 "required": False,
                 "schema": {"type": "integer", "minimum": 0},
+            },
+            MIN_POSITION_HEADER,
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "an ETag, a list of them, or *; a match answers 304",
+                "schema": {"type": "string"},
             },
         ]
     },

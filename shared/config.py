@@ -43,7 +43,13 @@ class Settings(BaseSettings):
     max_offset: int = 100_000
     # Signs cursors so a tampered one is refused; cursors only hold sort keys, not secrets.
     cursor_secret: str = "tasks-cursor"  # noqa: S105
+    # The app's own limits (shared/limits.py): a longer query string is 414, more header bytes
+    # (names and values) 431, a request body still incomplete after the timeout 408.
     max_query_length: int = 8192
+    max_header_bytes: int = 16_384
+    body_read_timeout_seconds: float = 30.0
+    # An idle keep-alive connection is closed after this long (longer than the gateway's 20 s).
+    keep_alive_timeout_seconds: int = 30
     min_position_wait_seconds: float = 5.0
 
     relay_batch_size: int = 500

@@ -20,6 +20,8 @@ def serve(app: FastAPI, settings: Settings, port: int) -> None:
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=20,
-        timeout_keep_alive=30,
-        h11_max_incomplete_event_size=16 * 1024,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        # Only the h11 parser has a header limit of its own; httptools leaves it to the app
+        # (shared/limits.py answers 431 in the error shape).
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )

@@ -111,6 +111,7 @@ def make_app(
     """One FastAPI app: the routers, the error handlers, the resources opened in its lifespan."""
     from shared.auth import ApiKeyGate
     from shared.errors import error_response, install_error_handlers
+    from shared.limits import RequestLimits, request_limits
     from shared.metrics import Metrics, MetricsMiddleware
     from shared.openapi import COMMON_SCHEMAS
 
@@ -178,6 +179,7 @@ def make_app(
     for middleware_class, options in middleware or []:
         app.add_middleware(middleware_class, **options)  # innermost first
     app.add_middleware(ApiKeyGate, keys=settings.api_keys)
+    app.add_middleware(RequestLimits, **request_limits(settings))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware, log_requests=settings.access_log)
     return app

@@ -84,3 +84,12 @@ audit: install
 
 soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# Contract fuzzing for longer than the default suite does (FUZZ_EXAMPLES per operation,
+# FUZZ_SCENARIOS linked sequences); `make test` runs the same tests with a small count.
+FUZZ_EXAMPLES ?= 1000
+FUZZ_SCENARIOS ?= 500
+.PHONY: fuzz
+
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SCENARIOS=$(FUZZ_SCENARIOS) $(BIN)/pytest tests/fuzz

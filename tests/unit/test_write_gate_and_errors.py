@@ -183,7 +183,11 @@ class BrokenApplication:
             "LINE 1: SELECT notification_id FROM tasks_events"
         )
 
+    async def fail_async(self, *args: Any) -> Any:
+        return self.fail(*args)
+
     create_task = update_task = delete_task = fail
+    create_task_async = fail_async
 
 
 def broken_app() -> FastAPI:

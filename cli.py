@@ -25,7 +25,7 @@ from query_service.api import ProjectionPositionHeader, read_pools
 from query_service.api import router as read_router
 from shared.config import Settings
 from shared.health import postgres_check, rabbitmq_check
-from shared.server import serve
+from shared.server import from_environment, serve
 from shared.web import make_app
 
 
@@ -41,6 +41,14 @@ def create_app(settings: Settings) -> FastAPI:
         [(ProjectionPositionHeader, {}), (BodyGate, {"max_bytes": settings.max_body_bytes})],
     )
     return app
+
+
+def app_from_environment() -> FastAPI:
+    return from_environment(create_app)
+
+
+def relay_app_from_environment() -> FastAPI:
+    return from_environment(create_relay_app)
 
 
 def create_relay_app(settings: Settings) -> FastAPI:
@@ -90,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
 
     if args.command == "serve":
-        serve(create_app(settings), settings, settings.port)
+        serve("cli:app_from_environment", settings, settings.port)
         return 0
     if args.command == "relay":
-        serve(create_relay_app(settings), settings, settings.relay_port)
+        serve("cli:relay_app_from_environment", settings, settings.relay_port)
         return 0
     if args.command == "migrate":
         asyncio.run(migrate(settings))

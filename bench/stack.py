@@ -109,7 +109,16 @@ class Server:
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:
-    """The high-water mark of resident memory (VmHWM) of a live process, in MB."""
+    """The high-water mark of resident memory (VmHWM) of a live process, in MB; with worker
+    processes (uvicorn `workers`), the largest of the process and its children."""
+    peaks = [_vm_hwm(pid)]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        peaks.extend(_vm_hwm(child) for child in children)
+    return max(peaks)
+
+
+def _vm_hwm(pid: int | str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024

@@ -45,4 +45,4 @@ def create_app() -> FastAPI:
 
 if __name__ == "__main__":
     settings = Settings()
-    serve(create_app(), settings, settings.port)
+    serve("bench.trivial:create_app", settings, settings.port)

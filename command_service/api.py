@@ -29,6 +29,7 @@ from shared.config import Settings
 from shared.errors import NotFound, error_response, error_responses
 from shared.health import postgres_check, rabbitmq_check
 from shared.openapi import whole_api_router
+from shared.server import from_environment
 from shared.web import Resource, json_response, make_app, request_id_var
 
 MEDIA_TYPES = {
@@ -300,3 +301,8 @@ def create_app(settings: Settings) -> FastAPI:
         [(BodyGate, {"max_bytes": settings.max_body_bytes})],
     )
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory: each worker process builds its app from its environment."""
+    return from_environment(create_app)

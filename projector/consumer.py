@@ -32,6 +32,7 @@ from shared.config import Settings
 from shared.health import postgres_check, rabbitmq_check
 from shared.lag import lag_behind
 from shared.messaging import connect, declare_topology
+from shared.server import from_environment
 from shared.web import make_app
 
 log = logging.getLogger("tasks.projector")
@@ -205,3 +206,8 @@ def create_app(settings: Settings) -> FastAPI:
         [projector_task],
         [postgres_check, rabbitmq_check, projector_ready],
     )
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory: each worker process builds its app from its environment."""
+    return from_environment(create_app)

@@ -34,6 +34,7 @@ from shared.config import Settings
 from shared.domain import EVENTS_TABLE
 from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
 from shared.health import postgres_check
+from shared.server import from_environment
 from shared.web import Resource, json_response, make_app, raw_json_response
 
 log = logging.getLogger("tasks.query")
@@ -473,3 +474,8 @@ def create_app(settings: Settings) -> FastAPI:
         [postgres_check],
         middleware=[(ProjectionPositionHeader, {})],
     )
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory: each worker process builds its app from its environment."""
+    return from_environment(create_app)

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     dead_letter_queue: str = "tasks.projector.dlq"
 
     host: str = "127.0.0.1"
+    # HTTP worker processes per service (uvicorn workers); 1 keeps the single-process mode one
+    # process. On two cores, 2 lets the API use both while PostgreSQL and RabbitMQ idle.
+    workers: int = 1
     port: int = 8000
     command_port: int = 8001
     query_port: int = 8002

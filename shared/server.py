@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import uvicorn
 from fastapi import FastAPI
 
@@ -9,10 +11,24 @@ from shared.config import Settings
 from shared.logging import configure_logging
 
 
-def serve(app: FastAPI, settings: Settings, port: int) -> None:
+def from_environment(create_app: Callable[[Settings], FastAPI]) -> FastAPI:
+    """Build an app in a (worker) process from its own `TASKS_*` environment."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def serve(factory: str, settings: Settings, port: int) -> None:
+    """Serve the app that `factory` ("module:function") builds, in `settings.workers` processes.
+
+    Every worker runs the whole app; in single-process mode each also runs a relay and a
+    projector, and the advisory lock and the single active consumer keep one of each working.
+    """
     configure_logging(settings.log_level)
     uvicorn.run(
-        app,
+        factory,
+        factory=True,
+        workers=settings.workers,
         host=settings.host,
         port=port,
         loop="uvloop",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import logging
+import os
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,7 +21,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 if TYPE_CHECKING:
     from shared.config import Settings
 
-http_log = logging.getLogger("tasks.http")
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -46,6 +46,26 @@ def raw_json_response(
 def valid_token(value: str | None) -> bool:
     """1 to 200 visible ASCII characters (request ids and idempotency keys)."""
     return value is not None and _VISIBLE_ASCII.match(value) is not None
+
+
+def write_access_line(request_id: str, scope: Scope, status: int, started: float) -> None:
+    """One JSON line per request on stderr, in the same shape as the other log lines.
+
+    Written directly: the logging module's records, caller lookup and handler locks cost more
+    than the request they describe (measured: ~110 us of a ~500 us GET).
+    """
+    entry = {
+        "time": datetime.now(UTC).isoformat(),
+        "level": "INFO",
+        "logger": "tasks.http",
+        "message": "request",
+        "correlation_id": request_id,
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    os.write(2, orjson.dumps(entry) + b"\n")
 
 
 class RequestIdMiddleware:
@@ -83,15 +103,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             if self.log_requests:
-                http_log.info(
-                    "request",
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                    },
-                )
+                write_access_line(request_id, scope, status, started)
             request_id_var.reset(token)
 
 
@@ -127,6 +139,8 @@ def make_app(
         version="1.0.0",
         lifespan=lifespan,
         redirect_slashes=False,
+        # No per-request OpenTelemetry lookups: this service exports Prometheus metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     metrics = Metrics(app.state)

@@ -72,3 +72,12 @@ async def test_split_mode_serves_a_write_through_broker_and_read_table(
 ) -> None:
     with split_processes(settings, tmp_path) as (write_url, read_url):
         await create_and_see_it_everywhere(settings, write_url, read_url)
+
+
+async def test_single_process_mode_with_two_worker_processes_serves_the_same_flow(
+    settings: Settings, tmp_path: Path
+) -> None:
+    two_workers = settings.model_copy(update={"workers": 2})
+
+    with running(two_workers, tmp_path, ["cli.py", "serve"], "port") as server:
+        await create_and_see_it_everywhere(two_workers, server.url, server.url)

@@ -4,7 +4,6 @@ of their own (fresh database, exchange and queues), peak RSS, and cleanup afterw
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -50,14 +49,9 @@ def bench_settings(base_database_url: str, amqp_url: str) -> Settings:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as the `TASKS_*` environment the child reads (nothing inherited from ours)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKS_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"TASKS_{name.upper()}"] = (
-                json.dumps(value) if isinstance(value, list) else str(value)
-            )
-    return env
+    """The settings as the `TASKS_*` environment a process reads (none inherited from ours)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TASKS_")}
+    return {**inherited, **settings.as_environment()}
 
 
 class Server:

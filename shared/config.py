@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
@@ -64,6 +65,14 @@ class Settings(BaseSettings):
     @property
     def read_dsn(self) -> str:
         return self.read_database_url or self.database_url
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the `TASKS_*` variables a child process reads them from."""
+        return {
+            f"TASKS_{name.upper()}": json.dumps(value) if isinstance(value, list) else str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The library's `POSTGRES_*` environment, derived from `database_url`."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -194,6 +195,29 @@ def make_app(
         app.add_middleware(middleware_class, **options)  # innermost first
     app.add_middleware(ApiKeyGate, keys=settings.api_keys)
     app.add_middleware(RequestLimits, **request_limits(settings))
+    if settings.cors_origins:  # off unless origins are listed
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-Match",
+                "If-None-Match",
+                "X-Min-Position",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Retry-After",
+                "X-Event-Position",
+                "X-Projection-Position",
+                "X-Request-ID",
+            ],
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware, log_requests=settings.access_log)
     return app

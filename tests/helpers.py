@@ -34,13 +34,9 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as the `TASKS_*` environment a process reads."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKS_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[f"TASKS_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
-    return env
+    """The settings as the `TASKS_*` environment a process reads (none inherited from ours)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TASKS_")}
+    return {**inherited, **settings.as_environment()}
 
 
 class Process:

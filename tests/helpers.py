@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,79 +14,22 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import httpx
 
+from bench.stack import Server, free_port, settings_env
 from shared.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON = {"Content-Type": "application/json"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as the `TASKS_*` environment a process reads (none inherited from ours)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TASKS_")}
-    return {**inherited, **settings.as_environment()}
-
-
-class Process:
-    """One of our processes (`cli.py serve`, `python -m projector`, ...) on a port of its own."""
-
-    def __init__(self, args: list[str], settings: Settings, port: int, log: Path) -> None:
-        self.args = args
-        self.settings = settings
-        self.port = port
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, wait: bool = True) -> Process:
-        with self.log.open("ab") as sink:
-            self.proc = subprocess.Popen(
-                [sys.executable, *self.args],
-                cwd=ROOT,
-                env=settings_env(self.settings),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        if wait:
-            self.wait_healthy()
-        return self
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.args} exited: {self.log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.args} not healthy: {self.log.read_text()[-3000:]}")
+class Process(Server):
+    """One of our processes (`cli.py serve`, `python -m projector`, ...) on a port of its own:
+    the benchmark's process runner, plus the signals fault tests send."""
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
         self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @contextlib.contextmanager
@@ -181,3 +120,17 @@ async def read_db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+__all__ = [
+    "JSON",
+    "ROOT",
+    "BoundConsumer",
+    "Process",
+    "eventually",
+    "free_port",
+    "read_db",
+    "running",
+    "settings_env",
+    "store_events",
+]

@@ -28,9 +28,10 @@ def single_process(settings: Settings, tmp_path: Path, name: str) -> Process:
     return Process(["cli.py", "serve"], configured, port, tmp_path / f"{name}.log")
 
 
-async def test_sigterm_during_a_stream_of_writes_loses_no_accepted_write(
-    settings: Settings, tmp_path: Path
-) -> None:
+async def signal_during_writes(
+    settings: Settings, tmp_path: Path, sig: signal.Signals
+) -> tuple[Process, list[str]]:
+    """Eight clients write until 300 are accepted; then the process gets `sig`."""
     server = await asyncio.to_thread(single_process(settings, tmp_path, "first").start)
     accepted: list[str] = []
     stop = asyncio.Event()
@@ -49,16 +50,14 @@ async def test_sigterm_during_a_stream_of_writes_loses_no_accepted_write(
         while len(accepted) < 300:  # noqa: ASYNC110 - polling a plain list filled by writers
             await asyncio.sleep(0.02)
 
-        await asyncio.to_thread(server.kill, signal.SIGTERM)
+        await asyncio.to_thread(server.kill, sig)
         stop.set()
         await asyncio.gather(*writers)
+    return server, accepted
 
-    # uvicorn finishes gracefully, then re-raises SIGTERM so the exit status tells the signal.
-    assert server.proc is not None
-    assert server.proc.returncode == -signal.SIGTERM
-    assert "Application shutdown complete." in server.log.read_text()
-    stored = {str(row["originator_id"]) for row in await store_events(settings)}
-    assert set(accepted) <= stored
+
+async def assert_recovered_after_restart(settings: Settings, tmp_path: Path) -> None:
+    """Restarted, the process projects everything (verify clean) and strands no message."""
     restarted = await asyncio.to_thread(single_process(settings, tmp_path, "second").start)
     try:
         await caught_up(settings)
@@ -71,6 +70,32 @@ async def test_sigterm_during_a_stream_of_writes_loses_no_accepted_write(
             assert queue.declaration_result.message_count == 0
     finally:
         await asyncio.to_thread(restarted.stop)
+
+
+async def test_sigterm_during_a_stream_of_writes_loses_no_accepted_write(
+    settings: Settings, tmp_path: Path
+) -> None:
+    server, accepted = await signal_during_writes(settings, tmp_path, signal.SIGTERM)
+
+    # uvicorn finishes gracefully, then re-raises SIGTERM so the exit status tells the signal.
+    assert server.proc is not None
+    assert server.proc.returncode == -signal.SIGTERM
+    assert "Application shutdown complete." in server.log.read_text()
+    stored = {str(row["originator_id"]) for row in await store_events(settings)}
+    assert set(accepted) <= stored
+    await assert_recovered_after_restart(settings, tmp_path)
+
+
+async def test_a_crash_during_a_stream_of_writes_loses_no_acknowledged_write(
+    settings: Settings, tmp_path: Path
+) -> None:
+    server, accepted = await signal_during_writes(settings, tmp_path, signal.SIGKILL)
+
+    assert server.proc is not None
+    assert server.proc.returncode == -signal.SIGKILL
+    stored = {str(row["originator_id"]) for row in await store_events(settings)}
+    assert set(accepted) <= stored
+    await assert_recovered_after_restart(settings, tmp_path)
 
 
 async def test_one_correlation_id_links_the_request_log_the_event_and_the_projector_log(

@@ -39,6 +39,10 @@ MEDIA_TYPES = {
 CHARSETS = {"", "charset=utf-8", 'charset="utf-8"'}
 
 
+DISCARD_FACTOR = 4
+"""A refused body up to this many times the limit is read to its end before the 413."""
+
+
 class BodyGate:
     """413 for bodies over the limit (chunked ones too) and 415 for other types, before parsing."""
 
@@ -53,6 +57,7 @@ class BodyGate:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._discard(receive, int(length) if length.isdigit() else 0)
             await _reply(scope, receive, send, 413)
             return
         media = headers.get(b"content-type", b"").decode("latin-1").lower()
@@ -71,6 +76,8 @@ class BodyGate:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await self._discard(receive, 0)
                 await _reply(scope, receive, send, 413)
                 return
             chunks.append(chunk)
@@ -86,6 +93,25 @@ class BodyGate:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+    async def _discard(self, receive: Receive, declared: int) -> None:
+        """Read (without keeping) a refused body a sender is still writing, up to a bound.
+
+        Answering before the body is read and closing makes a proxy in front (the gateway)
+        fail to write the rest and answer 502 instead of our 413; a body far above the limit
+        is cut off instead.
+        """
+        if declared > DISCARD_FACTOR * self.max_bytes:
+            return
+        read = 0
+        while read <= DISCARD_FACTOR * self.max_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            read += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 def _routed(scope: Scope) -> bool:

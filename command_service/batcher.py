@@ -43,7 +43,6 @@ class GroupCommit:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.appended = 0
-        self.batches = 0
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -125,7 +124,6 @@ class GroupCommit:
     def _settle(self, batch: list[_Pending], recordings: Sequence[Any]) -> None:
         """Recordings come back in the order the events went in."""
         self.appended += len(recordings)
-        self.batches += 1
         index = 0
         for item in batch:
             index += len(item.events)

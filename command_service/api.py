@@ -94,7 +94,6 @@ class BodyGate:
 
         await self.app(scope, replay, send)
 
-
     async def _discard(self, receive: Receive, declared: int) -> None:
         """Read (without keeping) a refused body a sender is still writing, up to a bound.
 

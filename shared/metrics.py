@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -77,6 +76,13 @@ class Metrics:
         )
         self.registry.register(PipelineCollector(state))
 
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count and time one request by its route template (bounded label values)."""
+        template = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"]
+        self.requests.labels(method, template, str(status)).inc()
+        self.latency.labels(method, template).observe(seconds)
+
     async def render(self, request: Request) -> Response:
         state = request.app.state
         if getattr(state, "relay", None) is not None:
@@ -92,33 +98,3 @@ async def _safe(lag: Any) -> dict[str, float] | None:
     except Exception:  # noqa: BLE001 - a scrape must not fail because the database blinked
         return None
     return result
-
-
-class MetricsMiddleware:
-    """Counts and times every request by its route template (bounded label values)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

@@ -19,6 +19,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.metrics import Metrics
+
 if TYPE_CHECKING:
     from shared.config import Settings
 
@@ -70,11 +72,12 @@ def write_access_line(request_id: str, scope: Scope, status: int, started: float
 
 
 class RequestIdMiddleware:
-    """Takes `X-Request-ID` (or makes one), exposes it to the handler, echoes it back,
-    and writes one structured log line per request when `log_requests` is on."""
+    """Takes `X-Request-ID` (or makes one), exposes it to the handler, echoes it back; counts
+    and times the request in `metrics` and writes its log line when `log_requests` is on."""
 
-    def __init__(self, app: ASGIApp, log_requests: bool = True) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_requests: bool = True) -> None:
         self.app = app
+        self.metrics = metrics
         self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,6 +106,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            self.metrics.observe(scope, status, time.perf_counter() - started)
             if self.log_requests:
                 write_access_line(request_id, scope, status, started)
             request_id_var.reset(token)
@@ -125,7 +129,6 @@ def make_app(
     from shared.auth import ApiKeyGate
     from shared.errors import error_response, install_error_handlers
     from shared.limits import RequestLimits, request_limits
-    from shared.metrics import Metrics, MetricsMiddleware
     from shared.openapi import COMMON_SCHEMAS
 
     @contextlib.asynccontextmanager
@@ -218,6 +221,5 @@ def make_app(
                 "X-Request-ID",
             ],
         )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware, log_requests=settings.access_log)
+    app.add_middleware(RequestIdMiddleware, metrics=metrics, log_requests=settings.access_log)
     return app

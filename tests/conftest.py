@@ -18,6 +18,7 @@ import pytest
 from cli import create_app
 from shared.config import Settings
 from shared.database import drop_database
+from tests.helpers import serving
 
 BASE_DATABASE_URL = os.environ.get(
     "TASKS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -114,7 +115,5 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The single-process app in this event loop (relay and projector included), over ASGI."""
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
+    async with serving(app) as http:
+        yield http

@@ -14,6 +14,8 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+import httpx
+from fastapi import FastAPI
 
 from bench.stack import Server, free_port, settings_env
 from shared.config import Settings
@@ -43,6 +45,15 @@ def running(
         yield process
     finally:
         process.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An app in this event loop, its lifespan (pools, relay, projector...) running, over ASGI."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
 
 
 class BoundConsumer:
@@ -131,6 +142,7 @@ __all__ = [
     "free_port",
     "read_db",
     "running",
+    "serving",
     "settings_env",
     "store_events",
 ]

@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 
 import httpx
-from fastapi import FastAPI
 
 from command_service.api import create_app as create_command_app
 from projector.consumer import projector_task
 from projector.projection import migrate_read_model
 from query_service.api import create_app as create_query_app
 from shared.config import Settings
-from tests.helpers import JSON
+from tests.helpers import JSON, serving
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
@@ -50,22 +49,14 @@ async def test_a_hundred_writes_are_each_read_back_at_once_with_x_min_position(
 
 
 @contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
-
-
-@contextlib.asynccontextmanager
 async def split_without_projector(
     make_settings: Callable[..., Settings], wait: float
 ) -> AsyncIterator[tuple[Settings, httpx.AsyncClient, httpx.AsyncClient]]:
     """The command service (with relay) and the query service, and no projector running."""
     settings = make_settings(min_position_wait_seconds=wait)
     async with (
-        served(create_command_app(settings)) as writes,
-        served(create_query_app(settings)) as reads,
+        serving(create_command_app(settings)) as writes,
+        serving(create_query_app(settings)) as reads,
     ):
         yield settings, writes, reads
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
 import re
@@ -22,7 +21,7 @@ from projector.projection import Change, apply, migrate_read_model, row_of
 from query_service.api import create_app as create_query_app
 from shared.config import Settings
 from shared.domain import format_timestamp
-from tests.helpers import JSON
+from tests.helpers import JSON, serving
 
 TAGS = ["work", "urgent", "home", "errand", "later", "q1"]
 WORDS = ["report", "plan", "review", "meeting", "finance", "numbers", "write", "quarterly"]
@@ -82,16 +81,6 @@ async def load_read_table(settings: Settings, tasks: list[Task]) -> None:
         await apply(conn, changes)
     finally:
         await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def query_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The query service alone, in this loop, over ASGI."""
-    app = create_query_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
 
 
 # ---- random queries -------------------------------------------------------------------------
@@ -265,7 +254,7 @@ async def listing(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
     rng = random.Random(2026)
     tasks = [make_task(rng) for _ in range(300)]
     await load_read_table(settings, tasks)
-    async with query_client(settings) as http:
+    async with serving(create_query_app(settings)) as http:
         yield http, tasks
 
 

@@ -14,6 +14,7 @@ import pytest
 from projector.projection import Change, apply, migrate_read_model, row_of, upsert_sql
 from query_service.api import create_app as create_query_app
 from shared.config import Settings
+from tests.helpers import serving
 from tests.integration.test_query_list import make_task
 
 Task = dict[str, Any]
@@ -62,10 +63,8 @@ async def world(settings: Settings) -> Any:
     try:
         for position, task in enumerate(tasks[:40], start=1):
             await write(conn, task, position, notify=True)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-                yield http, conn, tasks, app
+        async with serving(app) as http:
+            yield http, conn, tasks, app
     finally:
         await conn.close()
 

@@ -4,15 +4,12 @@ API keys guard writes and privileged reads."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
-
-import httpx
 
 from cli import create_app
 from shared.config import Settings
-from tests.helpers import JSON, free_port, store_events
+from tests.helpers import JSON, free_port, serving, store_events
 
 
 class TcpProxy:
@@ -51,15 +48,6 @@ class TcpProxy:
             sink.close()
 
 
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
-
-
 async def test_ready_turns_503_naming_rabbitmq_when_the_broker_is_unreachable_and_recovers(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -67,7 +55,7 @@ async def test_ready_turns_503_naming_rabbitmq_when_the_broker_is_unreachable_an
     proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
     await proxy.start()
     settings = make_settings(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
-    async with serving(settings) as http:
+    async with serving(create_app(settings)) as http:
         ready = await http.get("/ready")
         assert ready.status_code == 200
         assert ready.json()["checks"]["rabbitmq"] == "ok"
@@ -94,7 +82,7 @@ def metric(text: str, name: str) -> float:
 
 
 async def test_metrics_move_when_events_flow(settings: Settings) -> None:
-    async with serving(settings) as http:
+    async with serving(create_app(settings)) as http:
         before = (await http.get("/metrics")).text
 
         for number in range(3):
@@ -117,7 +105,7 @@ async def test_with_api_keys_writes_need_a_key_and_plain_reads_stay_open(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(api_keys=["k-one", "k-two"])
-    async with serving(settings) as http:
+    async with serving(create_app(settings)) as http:
         missing = await http.post("/api/v1/tasks", headers=JSON, json={"title": "x"})
         wrong = await http.post(
             "/api/v1/tasks", headers={**JSON, "Authorization": "Bearer nope"}, json={"title": "x"}

@@ -18,7 +18,7 @@ from command_service.application import TaskApplication
 from shared.config import Settings
 from shared.domain import Task, create_mapper, decode
 from shared.web import valid_token
-from tests.helpers import JSON, store_events
+from tests.helpers import JSON, serving, store_events
 
 WIRE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 TIMESTAMP_FIELDS = ("created_at", "updated_at", "completed_at", "deleted_at")
@@ -517,16 +517,14 @@ async def test_the_command_service_on_its_own_gates_bodies_inside_the_request_id
     app = create_command_app(settings.model_copy(update={"run_relay": False}))
     big = b" " * (settings.max_body_bytes + 1)
 
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            too_large = await http.post("/api/v1/tasks", content=big, headers=JSON)
-            unsupported = await http.post(
-                "/api/v1/tasks", content=b"{}", headers={"X-Request-ID": "req-415"}
-            )
-            created = await http.post(
-                "/api/v1/tasks", json={"title": "split"}, headers={"X-Request-ID": "req-201"}
-            )
+    async with serving(app) as http:
+        too_large = await http.post("/api/v1/tasks", content=big, headers=JSON)
+        unsupported = await http.post(
+            "/api/v1/tasks", content=b"{}", headers={"X-Request-ID": "req-415"}
+        )
+        created = await http.post(
+            "/api/v1/tasks", json={"title": "split"}, headers={"X-Request-ID": "req-201"}
+        )
 
     assert too_large.status_code == 413
     assert valid_token(too_large.headers.get("x-request-id"))

@@ -14,7 +14,7 @@ import pytest
 from cli import create_app
 from command_service import commands
 from shared.config import Settings
-from tests.helpers import store_events
+from tests.helpers import serving, store_events
 
 
 def created_events(rows: list[Any]) -> list[Any]:
@@ -187,17 +187,15 @@ async def test_idempotency_keys_are_scoped_per_api_key(
     app = create_app(settings)
     body = {"title": "same body, same key"}
 
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            answers = [
-                await http.post(
-                    "/api/v1/tasks",
-                    json=body,
-                    headers={"Idempotency-Key": "k", "Authorization": f"Bearer {who}-secret"},
-                )
-                for who in ("alice", "bob", "alice")
-            ]
+    async with serving(app) as http:
+        answers = [
+            await http.post(
+                "/api/v1/tasks",
+                json=body,
+                headers={"Idempotency-Key": "k", "Authorization": f"Bearer {who}-secret"},
+            )
+            for who in ("alice", "bob", "alice")
+        ]
 
     assert [response.status_code for response in answers] == [201, 201, 201]
     assert answers[0].json()["id"] != answers[1].json()["id"]

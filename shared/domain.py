@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -166,6 +167,68 @@ def fold(events: Iterable[Task.Event], task: Task | None = None) -> Task | None:
     """Apply events in version order to a task (or to nothing, for a `TaskCreated`)."""
     for domain_event in events:
         task = domain_event.mutate(task)
+    return task
+
+
+REST_FIELDS = frozenset(
+    ("title", "description", "priority", "due_date", "tags", "completed", "completed_at")
+)
+"""The fields a `TaskUpdated` may change that the REST task shows."""
+
+
+def _stored_moment(state: dict[str, Any]) -> str:
+    """An event's stored timestamp (the library's `datetime_iso`) in the REST form."""
+    value = state["timestamp"]["_data_"]
+    if len(value) == 32 and value.endswith("+00:00"):  # UTC with microseconds: already right
+        return f"{value[:-6]}Z"
+    return format_timestamp(datetime.fromisoformat(value))
+
+
+def fold_stored(
+    task: TaskDict | None, task_id: UUID, version: int, topic: str, state: bytes
+) -> TaskDict:
+    """One stored event applied to a task's REST form, without building the library's objects.
+
+    Equal to `task_to_dict(decode(mapper, row).mutate(task))` (a property test holds the two
+    together) and several times faster, which matters when a whole store is folded (`rebuild`).
+    Updates `task` in place. A stored form it does not know raises `ValueError`.
+    """
+    try:
+        data = orjson.loads(state)
+    except orjson.JSONDecodeError:
+        data = json.loads(state)  # e.g. lone surrogates, which orjson refuses
+    moment = _stored_moment(data)
+    if topic == "TaskCreated":
+        if task is not None or version != 1:
+            raise ValueError(f"{task_id}: TaskCreated at version {version}")
+        return {
+            "id": str(task_id),
+            "title": data["title"],
+            "description": data["description"],
+            "priority": data["priority"],
+            "due_date": data["due_date"],
+            "tags": list(data["tags"]),
+            "completed": False,
+            "completed_at": None,
+            "deleted": False,
+            "deleted_at": None,
+            "created_at": moment,
+            "updated_at": moment,
+            "version": 1,
+        }
+    if task is None or version != task["version"] + 1:
+        raise ValueError(f"{task_id}: version {version} does not follow the task's last event")
+    if topic == "TaskUpdated":
+        for name, value in data["changes"].items():
+            if name in REST_FIELDS:
+                task[name] = list(value) if name == "tags" else value
+    elif topic == "TaskSoftDeleted":
+        task["deleted"] = True
+        task["deleted_at"] = moment
+    else:
+        raise ValueError(f"{task_id}: unknown event topic {topic!r}")
+    task["updated_at"] = moment
+    task["version"] = version
     return task
 
 

@@ -34,7 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = make_app(
         "Tasks",
         settings,
-        [write_router, read_router, asyncapi_router],
+        [read_router, write_router, asyncapi_router],
         [event_store, projector_task, read_pools, relay_task],
         [postgres_check, rabbitmq_check, relay_ready, projector_ready],
         WRITE_SCHEMAS,

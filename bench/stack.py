@@ -107,8 +107,11 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     processes (uvicorn `workers`), the largest of the process and its children."""
     peaks = [_vm_hwm(pid)]
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        peaks.extend(_vm_hwm(child) for child in children)
+        # A thread or child may end between listing and reading: it has nothing left to count.
+        with contextlib.suppress(FileNotFoundError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(FileNotFoundError):
+                    peaks.append(_vm_hwm(child))
     return max(peaks)
 
 

@@ -25,15 +25,7 @@ from projector.projection import (
     upsert_sql,
 )
 from shared.config import Settings
-from shared.domain import (
-    EVENTS_TABLE,
-    Task,
-    TaskDict,
-    create_mapper,
-    decode,
-    fold_stored,
-    task_to_dict,
-)
+from shared.domain import EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
 from shared.progress import Progress
 
 NEW_TABLE = "tasks_rebuild"
@@ -53,55 +45,22 @@ async def folded_tasks(
     task: Task | None = None
     position = 0
     counted = 0
-    cursor = store.cursor(
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE notification_id <= $1 "
-        "ORDER BY originator_id, originator_version",
-        upto,
-        prefetch=batch,
-    )
-    async for row in cursor:
-        event = decode(_mapper, row)
-        if task is not None and task.id != event.originator_id:
-            yield task, position, counted
-            task, counted = None, 0
-        mutated = event.mutate(task)
-        assert isinstance(mutated, Task)
-        task = mutated
-        position = row["notification_id"]
-        counted += 1
-    if task is not None:
-        yield task, position, counted
-
-
-async def folded_documents(
-    store: asyncpg.Connection, upto: int, batch: int = BATCH
-) -> AsyncIterator[tuple[TaskDict, int, int]]:
-    """As `folded_tasks`, but each task in its REST form through `fold_stored`, the fast fold.
-
-    `verify` keeps folding through the library's classes, so a rebuilt table is checked
-    against the other fold.
-    """
-    task: TaskDict | None = None
-    task_id = None
-    position = 0
-    counted = 0
     cursor = await store.cursor(
         "SELECT notification_id, originator_id, originator_version, topic, state "
         f"FROM {EVENTS_TABLE} WHERE notification_id <= $1 "
         "ORDER BY originator_id, originator_version",
         upto,
     )
-    # Whole batches per round trip: iterating the cursor row by row costs more than the fold.
+    # Whole batches per round trip, not one awaited row at a time.
     while rows := await cursor.fetch(batch):
         for row in rows:
-            originator = row["originator_id"]
-            if originator != task_id:
-                if task is not None:
-                    yield task, position, counted
-                task, task_id, counted = None, originator, 0
-            version, topic, state = row["originator_version"], row["topic"], row["state"]
-            task = fold_stored(task, originator, version, topic, state)
+            event = decode(_mapper, row)
+            if task is not None and task.id != event.originator_id:
+                yield task, position, counted
+                task, counted = None, 0
+            mutated = event.mutate(task)
+            assert isinstance(mutated, Task)
+            task = mutated
             position = row["notification_id"]
             counted += 1
     if task is not None:
@@ -125,8 +84,8 @@ async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict
         # One COPY in flight while the next batch is read and folded (two connections).
         copying: asyncio.Task[str] | None = None
         async with store.transaction(isolation="repeatable_read", readonly=True):
-            async for document, position, counted in folded_documents(store, upto):
-                rows.append(row_of(document, position))
+            async for task, position, counted in folded_tasks(store, upto):
+                rows.append(row_of(task_to_dict(task), position))
                 progress.advance(counted)
                 if len(rows) >= BATCH:
                     if copying is not None:

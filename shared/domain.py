@@ -246,10 +246,18 @@ class FastJSONTranscoder(JSONTranscoder):
         return self._revive(parsed)
 
     def _revive(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            return self._decode_obj({key: self._revive(item) for key, item in value.items()})
-        if isinstance(value, list):
-            return [self._revive(item) for item in value]
+        """The library's object hook, applied bottom-up to every JSON object as its own decoder
+        does. Only containers are visited: most values are strings and numbers."""
+        if type(value) is dict:
+            for key, item in value.items():
+                if type(item) is dict or type(item) is list:
+                    value[key] = self._revive(item)
+            return self._decode_obj(value) if len(value) == 2 else value
+        if type(value) is list:
+            return [
+                self._revive(item) if type(item) is dict or type(item) is list else item
+                for item in value
+            ]
         return value
 
 

@@ -21,7 +21,7 @@ from command_service.api import WRITE_SCHEMAS, BodyGate, event_store
 from command_service.api import router as write_router
 from command_service.relay import asyncapi_router, relay_ready, relay_task
 from projector.consumer import projector_ready, projector_task
-from query_service.api import ProjectionPositionHeader, read_pools
+from query_service.api import read_pools
 from query_service.api import router as read_router
 from shared.config import Settings
 from shared.health import postgres_check, rabbitmq_check
@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
         [event_store, projector_task, read_pools, relay_task],
         [postgres_check, rabbitmq_check, relay_ready, projector_ready],
         WRITE_SCHEMAS,
-        [(ProjectionPositionHeader, {}), (BodyGate, {"max_bytes": settings.max_body_bytes})],
+        [(BodyGate, {"max_bytes": settings.max_body_bytes})],
     )
     return app
 

@@ -27,6 +27,7 @@ from shared.domain import EVENTS_TABLE, Task, create_mapper, decode, task_to_dic
 from shared.lag import lag_behind
 from shared.messaging import connect, declare_topology, to_cloudevent, to_message
 from shared.progress import Progress
+from shared.web import get_and_head
 
 log = logging.getLogger("tasks.relay")
 
@@ -268,7 +269,8 @@ async def replay(
 asyncapi_router = APIRouter(tags=["events"])
 
 
-@asyncapi_router.get(
+@get_and_head(
+    asyncapi_router,
     "/asyncapi.yaml",
     summary="The AsyncAPI document of the events published to RabbitMQ",
     response_class=Response,

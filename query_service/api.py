@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -16,7 +16,6 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from query_service import history as store
 from query_service.queries import (
@@ -28,6 +27,7 @@ from query_service.queries import (
     parse_int,
     parse_list_query,
     parse_timestamp,
+    query_items,
 )
 from query_service.totals import TotalCache
 from shared.config import Settings
@@ -35,12 +35,13 @@ from shared.domain import EVENTS_TABLE
 from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
 from shared.health import postgres_check
 from shared.server import from_environment
-from shared.web import Resource, json_response, make_app, raw_json_response
+from shared.web import Resource, get_and_head, json_response, make_app, raw_json_response
 
 log = logging.getLogger("tasks.query")
 
 PROJECTION_CHANNEL = "tasks_projection"
-TASK_PARAMETERS = {"version", "as_of", "min_position"}
+TASK_PARAMETERS = frozenset({"version", "as_of", "min_position"})
+HISTORY_PARAMETERS = frozenset({"min_position"})
 
 
 class PositionWatcher:
@@ -120,33 +121,6 @@ async def _store_head(store_pool: asyncpg.Pool) -> int:
     return int(head or 0)
 
 
-class ProjectionPositionHeader:
-    """Every read answer (304, 404, 422 and 503 included) says how far the read model was."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in ("GET", "HEAD")
-            or not scope["path"].startswith("/api/v1/tasks")
-        ):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_position(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(name == b"x-projection-position" for name, _ in headers):
-                    watcher = scope["app"].state.watcher
-                    headers.append((b"x-projection-position", str(watcher.position).encode()))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_position)
-
-
 def _min_position(request: Request, param: int | None) -> int | None:
     """`X-Min-Position` or `min_position`; when both are given, the larger."""
     header = request.headers.get("x-min-position")
@@ -154,6 +128,14 @@ def _min_position(request: Request, param: int | None) -> int | None:
     if header is not None:
         value = max(value or 0, parse_int("X-Min-Position", header, 0, 2**62))
     return value
+
+
+def _requested_position(request: Request, params: dict[str, str]) -> int | None:
+    """As `_min_position`, with `min_position` taken from already collected parameters."""
+    given = params.get("min_position")
+    return _min_position(
+        request, parse_int("min_position", given, 0, 2**62) if given is not None else None
+    )
 
 
 async def _await_position(request: Request, minimum: int | None) -> None:
@@ -167,22 +149,6 @@ def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, st
 
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
-Endpoint = Callable[..., Awaitable[Response]]
-
-
-def get_and_head(path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
-    """GET documented in OpenAPI; HEAD served by the same function, not listed twice."""
-
-    def register(endpoint: Endpoint) -> Endpoint:
-        router.add_api_route(path, endpoint, methods=["GET"], **options)
-        router.add_api_route(
-            path, endpoint, methods=["HEAD"], include_in_schema=False, response_model=None
-        )
-        return endpoint
-
-    return register
-
-
 READ_ERRORS = error_responses(401, 403, 404, 414, 422, 431, 500, 503)
 MIN_POSITION_HEADER = {
     "name": "X-Min-Position",
@@ -204,6 +170,7 @@ LIST_PARAMETERS = [
 
 
 @get_and_head(
+    router,
     "",
     summary="Search, filter, sort and paginate tasks",
     response_model=None,
@@ -219,7 +186,7 @@ LIST_PARAMETERS = [
 async def list_tasks(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     query = parse_list_query(
-        request.query_params.multi_items(),
+        query_items(request.scope["query_string"]),
         max_offset=settings.max_offset,
         secret=settings.cursor_secret.encode(),
     )
@@ -289,10 +256,10 @@ def _task_id(raw: str) -> UUID:
     return UUID(raw)
 
 
-def _single_params(request: Request) -> dict[str, str]:
+def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) -> dict[str, str]:
     params: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name not in TASK_PARAMETERS:
+    for name, value in query_items(request.scope["query_string"]):
+        if name not in allowed:
             raise ValidationFailed({name[:100]: "Unknown parameter"})
         if name in params:
             raise ValidationFailed({name: "Given more than once"})
@@ -301,6 +268,7 @@ def _single_params(request: Request) -> dict[str, str]:
 
 
 @get_and_head(
+    router,
     "/{task_id}",
     summary="A task, or its state at a version or moment (time travel)",
     response_model=None,
@@ -347,12 +315,7 @@ async def get_task(task_id: str, request: Request) -> Response:
     params = _single_params(request)
     if "version" in params and "as_of" in params:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
-    minimum = _min_position(
-        request,
-        parse_int("min_position", params["min_position"], 0, 2**62)
-        if "min_position" in params
-        else None,
-    )
+    minimum = _requested_position(request, params)
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
     uuid = _task_id(task_id)
@@ -400,13 +363,32 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
         "Cache-Control": "max-age=31536000, immutable" if settled else "no-cache",
         "X-Projection-Position": str(request.app.state.watcher.position),
     }
+    if _matches(request.headers.get("if-none-match"), task["version"]):
+        return Response(status_code=304, headers=headers)
     return json_response(task, headers=headers)
 
 
 @get_and_head(
+    router,
     "/{task_id}/history",
     summary="Every event of a task, in version order (audit replay)",
     response_model=None,
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "min_position",
+                "in": "query",
+                "required": False,
+                "description": "accepted for symmetry with other reads; history reads the "
+                "store, so it answers at once",
+                "schema": {"type": "integer", "minimum": 0},
+            },
+            {
+                **MIN_POSITION_HEADER,
+                "description": "accepted; history reads the store, so it answers at once",
+            },
+        ]
+    },
     responses={
         200: {
             "description": "The task's events",
@@ -416,9 +398,9 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     },
 )
 async def task_history(task_id: str, request: Request) -> Response:
-    if request.query_params:
-        name = next(iter(request.query_params))
-        raise ValidationFailed({name[:100]: "Unknown parameter"})
+    params = _single_params(request, HISTORY_PARAMETERS)
+    # Validated like every read's; the store already holds every acknowledged write.
+    _requested_position(request, params)
     body = await store.history(request.app.state.store_pool, _task_id(task_id))
     if body is None:
         raise NotFound()
@@ -472,7 +454,6 @@ def create_app(settings: Settings) -> FastAPI:
         [router],
         resources,
         [postgres_check],
-        middleware=[(ProjectionPositionHeader, {})],
     )
 
 

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 from uuid import UUID
 
 import orjson
@@ -77,6 +78,28 @@ class ListQuery:
         return hmac.new(secret, canonical, hashlib.sha256).hexdigest()[:16]
 
 
+def query_items(raw: bytes) -> list[tuple[str, str]]:
+    """The query string's (name, value) pairs, as Starlette splits them, but strict UTF-8:
+    percent-encoded bytes that are not UTF-8 (a lone surrogate's among them) are a 422 naming
+    the parameter, where Starlette would quietly turn them into U+FFFD."""
+    items = []
+    for pair in raw.decode("latin-1").split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        try:
+            name = unquote_plus(name, errors="strict")
+        except UnicodeDecodeError:
+            raise ValidationFailed(
+                {unquote_plus(name, errors="replace")[:100]: "Must be valid UTF-8"}
+            ) from None
+        try:
+            items.append((name, unquote_plus(value, errors="strict")))
+        except UnicodeDecodeError:
+            raise ValidationFailed({name[:100]: "Must be valid UTF-8"}) from None
+    return items
+
+
 def _text(name: str, value: str) -> str:
     if _FORBIDDEN.search(value):
         raise ValidationFailed({name: "Must not contain control characters"})
@@ -129,11 +152,16 @@ def parse_timestamp(name: str, value: str) -> datetime:
     try:
         if not _TIMESTAMP.fullmatch(value):
             raise ValueError
-        return datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
         raise ValidationFailed(
             {name: "Must be an ISO 8601 timestamp with Z or an offset"}
         ) from None
+    try:
+        # In UTC it must stay within years 1-9999 (0001-01-01T00:00:00+01:00 does not).
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed({name: "Out of range (years 1 to 9999 in UTC)"}) from None
 
 
 def _sort(value: str) -> list[tuple[str, bool]]:

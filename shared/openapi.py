@@ -10,6 +10,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.responses import Response
 
 from shared.errors import ERROR_SCHEMA
+from shared.web import get_and_head
 
 _TIMESTAMP = {"type": "string", "format": "date-time", "example": "2026-11-26T09:30:00.123456Z"}
 _NULLABLE_TIMESTAMP = {"anyOf": [_TIMESTAMP, {"type": "null"}]}
@@ -122,17 +123,17 @@ WHOLE_API = resources.files("shared").joinpath("openapi.json")
 whole_api_router = APIRouter(tags=["service"], include_in_schema=False)
 
 
-@whole_api_router.get("/whole/openapi.json")
+@get_and_head(whole_api_router, "/whole/openapi.json")
 async def whole_api_document() -> Response:
     """Served by the command service; the gateway routes `/openapi.json` here."""
     return Response(WHOLE_API.read_bytes(), media_type="application/json")
 
 
-@whole_api_router.get("/whole/docs")
+@get_and_head(whole_api_router, "/whole/docs")
 async def whole_api_swagger() -> Response:
     return get_swagger_ui_html(openapi_url="/openapi.json", title="Tasks API")
 
 
-@whole_api_router.get("/whole/redoc")
+@get_and_head(whole_api_router, "/whole/redoc")
 async def whole_api_redoc() -> Response:
     return get_redoc_html(openapi_url="/openapi.json", title="Tasks API")

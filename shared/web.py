@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import re
 import time
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from shared.config import Settings
 
 
+log = logging.getLogger("tasks.errors")
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
@@ -44,6 +47,24 @@ def raw_json_response(
     body: bytes, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+Endpoint = Callable[..., Awaitable[Any]]
+
+
+def get_and_head(
+    router: APIRouter | FastAPI, path: str, **options: Any
+) -> Callable[[Endpoint], Endpoint]:
+    """GET documented in OpenAPI; HEAD served by the same function, not listed twice."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(path, endpoint, methods=["GET"], **options)
+        router.add_api_route(
+            path, endpoint, methods=["HEAD"], include_in_schema=False, response_model=None
+        )
+        return endpoint
+
+    return register
 
 
 def valid_token(value: str | None) -> bool:
@@ -72,8 +93,12 @@ def write_access_line(request_id: str, scope: Scope, status: int, started: float
 
 
 class RequestIdMiddleware:
-    """Takes `X-Request-ID` (or makes one), exposes it to the handler, echoes it back; counts
-    and times the request in `metrics` and writes its log line when `log_requests` is on."""
+    """The one request wrapper. Takes `X-Request-ID` (or makes one), exposes it to the handler
+    and echoes it back; on `/api/` responses without them, adds `Cache-Control` (reads
+    `no-cache`, writes `no-store`) and, where the app has a read model, `X-Projection-Position`
+    on reads, so errors raised anywhere (401, 404, 414, 422, 500...) carry them too; answers an
+    unhandled exception with the contract's 500; counts and times the request in `metrics`
+    and writes its log line when `log_requests` is on."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, log_requests: bool = True) -> None:
         self.app = app
@@ -95,16 +120,34 @@ class RequestIdMiddleware:
         encoded = request_id.encode()
         started = time.perf_counter()
         status = 500
+        responded = False
+        api = scope["path"].startswith("/api/")
+        read = scope["method"] in ("GET", "HEAD")
+        watcher = getattr(scope["app"].state, "watcher", None) if api and read else None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded)]
+                status, responded = message["status"], True
+                headers = [*message.get("headers", []), (b"x-request-id", encoded)]
+                if api:
+                    names = {name for name, _ in headers}
+                    if b"cache-control" not in names:
+                        headers.append((b"cache-control", b"no-cache" if read else b"no-store"))
+                    if watcher is not None and b"x-projection-position" not in names:
+                        headers.append((b"x-projection-position", str(watcher.position).encode()))
+                message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if responded:
+                raise  # too late for an answer of our own: the server closes the connection
+            log.exception("unhandled error", extra={"path": scope["path"]})
+            from shared.errors import error_response
+
+            await error_response(500)(scope, receive, send_with_id)
         finally:
             self.metrics.observe(scope, status, time.perf_counter() - started)
             if self.log_requests:
@@ -152,11 +195,11 @@ def make_app(
     for router in routers:
         app.include_router(router)
 
-    @app.get("/health", tags=["service"], summary="Liveness")
+    @get_and_head(app, "/health", tags=["service"], summary="Liveness")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["service"], summary="Readiness: dependencies and lag")
+    @get_and_head(app, "/ready", tags=["service"], summary="Readiness: dependencies and lag")
     async def ready(request: Request) -> Response:
         body: dict[str, Any] = {"status": "ready", "checks": {}}
         failed: dict[str, str] = {}
@@ -170,7 +213,9 @@ def make_app(
             return error_response(503, failed)
         return json_response(body)
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
+    @get_and_head(
+        app, "/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response
+    )
     async def prometheus(request: Request) -> Response:
         return await metrics.render(request)
 

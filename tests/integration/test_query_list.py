@@ -461,6 +461,10 @@ async def test_invalid_list_parameters_are_422_in_the_error_shape_naming_them(
         "created_after=2026-01-01T00:00:00+02:00": "created_after",
         "sort=title,-title": "sort",
         "q=report%07": "q",
+        # Valid ISO 8601, but outside years 1-9999 once in UTC (PostgreSQL would refuse it).
+        "created_after=0001-01-01T00:00:00%2B01:00": "created_after",
+        "created_before=9999-12-31T23:59:59-01:00": "created_before",
+        "updated_after=9999-12-31T23:30:00-00:45": "updated_after",
     }
 
     answers = {qs: await http.get(f"/api/v1/tasks?{qs}") for qs in cases}
@@ -474,6 +478,7 @@ async def test_invalid_list_parameters_are_422_in_the_error_shape_naming_them(
         }
         assert list(answers[qs].json()["details"]) == [key], qs
         assert "x-projection-position" in answers[qs].headers
+        assert answers[qs].headers["cache-control"] == "no-cache"
     assert escaped.status_code == 200
 
 

@@ -241,6 +241,8 @@ async def test_time_travel_refuses_what_cannot_be_answered(client: httpx.AsyncCl
         "as_of as a date": ({"as_of": "2026-01-01"}, 422, "as_of"),
         "an unknown parameter": ({"at": "1"}, 422, "at"),
         "a bad min_position": ({"min_position": "x"}, 422, "min_position"),
+        # Valid ISO 8601, but before year 1 once in UTC.
+        "as_of out of range": ({"as_of": "0001-01-01T00:00:00+01:00"}, 422, "as_of"),
     }
 
     answers = {
@@ -256,3 +258,66 @@ async def test_time_travel_refuses_what_cannot_be_answered(client: httpx.AsyncCl
         if key is not None:
             assert list(answer.json()["details"]) == [key], name
         assert "x-projection-position" in answer.headers
+
+
+async def test_history_takes_a_position_to_wait_for_and_answers_at_once(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await create(client)
+    path = f"/api/v1/tasks/{created.json()['id']}/history"
+    beyond = str(int(created.headers["x-event-position"]) + 1_000)
+
+    as_parameter = await client.get(path, params={"min_position": beyond})
+    as_header = await client.get(path, headers={"X-Min-Position": beyond})
+    bad = await client.get(path, params={"min_position": "-1"})
+    twice = await client.get(f"{path}?min_position=1&min_position=2")
+
+    # The store holds every acknowledged write already: nothing to wait for, no 503.
+    assert as_parameter.status_code == 200
+    assert as_header.status_code == 200
+    assert as_parameter.json() == as_header.json()
+    assert bad.status_code == 422
+    assert list(bad.json()["details"]) == ["min_position"]
+    assert twice.status_code == 422
+
+
+async def test_a_past_version_is_revalidated_with_304_like_the_current_one(
+    client: httpx.AsyncClient,
+) -> None:
+    task_id = (await create(client)).json()["id"]
+    path = f"/api/v1/tasks/{task_id}"
+    patched = await client.patch(path, json={"priority": 5}, headers=JSON)
+    moment = patched.json()["updated_at"]
+
+    first = await client.get(path, params={"version": "1"}, headers={"If-None-Match": '"1"'})
+    weak = await client.get(path, params={"as_of": moment}, headers={"If-None-Match": 'W/"2"'})
+    other = await client.get(path, params={"version": "1"}, headers={"If-None-Match": '"2"'})
+
+    for answer, etag in ((first, '"1"'), (weak, '"2"')):
+        assert answer.status_code == 304
+        assert answer.content == b""
+        assert answer.headers["etag"] == etag
+        assert "x-projection-position" in answer.headers
+    assert other.status_code == 200
+    assert other.json()["version"] == 1
+
+
+async def test_the_service_endpoints_and_documents_answer_head_like_get(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/asyncapi.yaml",
+        "/openapi.json",
+        "/docs",
+    ]
+
+    pairs = [(await client.get(path), await client.head(path)) for path in paths]
+
+    for path, (get, head) in zip(paths, pairs, strict=True):
+        assert get.status_code == 200, path
+        assert head.status_code == 200, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path

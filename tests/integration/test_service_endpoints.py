@@ -124,6 +124,10 @@ async def test_with_api_keys_writes_need_a_key_and_plain_reads_stay_open(
 
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
+    assert missing.headers["cache-control"] == "no-store"
+    for refused_read in (deleted_too, history):
+        assert refused_read.headers["cache-control"] == "no-cache"
+        assert "x-projection-position" in refused_read.headers
     assert missing.json() == {"error": "Unauthorized", "details": None}
     assert wrong.status_code == 403
     assert wrong.json() == {"error": "Forbidden", "details": None}

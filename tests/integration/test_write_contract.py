@@ -341,6 +341,10 @@ async def test_oversized_and_wrongly_typed_bodies_are_413_and_415_and_append_not
         (await client.post(posted, content=padded, headers=JSON), 413),
         (await client.patch(path, content=padded, headers=JSON), 413),
         (await client.post(posted, content=chunked(), headers=JSON), 413),
+        # A DELETE's body is not read, but it is held to the same limit (413 comes first).
+        (await client.request("DELETE", path, content=padded, headers=JSON), 413),
+        (await client.request("DELETE", path, content=chunked()), 413),
+        (await client.request("DELETE", f"/api/v1/tasks/{uuid.uuid4()}", content=chunked()), 413),
         (await client.post(posted, content=b'{"title": "x"}'), 415),
     ]
     for content_type in (
@@ -358,6 +362,7 @@ async def test_oversized_and_wrongly_typed_bodies_are_413_and_415_and_append_not
         assert_error(response, status, title)
         assert response.json()["details"] is None
         assert valid_token(response.headers.get("x-request-id"))
+        assert response.headers["cache-control"] == "no-store"
     assert len(await store_events(settings)) == 1
 
 
@@ -511,7 +516,7 @@ async def test_every_timestamp_has_six_fractional_digits_and_z_and_a_tasks_event
     assert datetime.fromisoformat(shown[-1]["completed_at"]) == moments[-2]
 
 
-async def test_the_command_service_on_its_own_gates_bodies_inside_the_request_id(
+async def test_the_command_service_on_its_own_gates_bodies_inside_the_request_id_and_serves_docs(
     settings: Settings,
 ) -> None:
     app = create_command_app(settings.model_copy(update={"run_relay": False}))
@@ -525,8 +530,17 @@ async def test_the_command_service_on_its_own_gates_bodies_inside_the_request_id
         created = await http.post(
             "/api/v1/tasks", json={"title": "split"}, headers={"X-Request-ID": "req-201"}
         )
+        # The whole-API documents the gateway serves from here answer HEAD like every GET.
+        documents = [
+            (await http.get(path), await http.head(path))
+            for path in ("/whole/openapi.json", "/whole/docs", "/whole/redoc", "/asyncapi.yaml")
+        ]
 
     assert too_large.status_code == 413
+    for get, head in documents:
+        assert get.status_code == head.status_code == 200
+        assert head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
     assert valid_token(too_large.headers.get("x-request-id"))
     assert unsupported.status_code == 415
     assert unsupported.headers["x-request-id"] == "req-415"

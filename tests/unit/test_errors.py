@@ -1,14 +1,19 @@
-"""A lost database connection is a 503 the client may retry, never a 500."""
+"""A lost database connection is a 503 the client may retry, never a 500; anything unexpected is
+the contract's 500, still with the request id and the read headers."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import asyncpg
 import httpx
 import pytest
 from eventsourcing import persistence
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
+from shared.config import Settings
 from shared.errors import install_error_handlers
+from shared.web import make_app
 
 
 @pytest.mark.parametrize(
@@ -36,3 +41,26 @@ async def test_a_lost_database_connection_is_a_503_with_retry_after(error: Excep
     assert response.headers["retry-after"] == "1"
     assert response.json()["error"] == "Service unavailable"
     assert str(error) not in response.text
+
+
+async def test_an_unexpected_error_is_the_contracts_500_with_the_request_id_and_read_headers(
+    settings: Settings,
+) -> None:
+    router = APIRouter()
+
+    @router.get("/api/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("SELECT secret FROM somewhere")
+
+    app = make_app("boom", settings, [router], [], [])
+    app.state.watcher = SimpleNamespace(position=42)  # as the query service's position watcher
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.get("/api/v1/boom", headers={"X-Request-ID": "audit-500"})
+
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal server error", "details": None}
+    assert "SELECT" not in response.text
+    assert response.headers["x-request-id"] == "audit-500"
+    assert response.headers["x-projection-position"] == "42"
+    assert response.headers["cache-control"] == "no-cache"

@@ -207,14 +207,15 @@ def is_task_id(raw: str) -> bool:
 
 
 _ETAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
-_VERSION = re.compile(r"[0-9]{1,18}")
+# Our ETags are versions in canonical decimal: "01" or "0" is no tag we ever sent.
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def parse_if_match(header: str | None) -> list[int] | None:
     """`None` when absent; `[]` for `*` (anything matches); else the versions listed.
 
-    Weak and strong tags compare by number; a well-formed tag that is not one of ours
-    (`"abc"`) is kept as -1 so it can only mismatch.
+    Weak and strong tags compare alike; a well-formed tag that is not one of ours (`"abc"`,
+    `"01"`) is kept as -1 so it can only mismatch.
     """
     if header is None:
         return None

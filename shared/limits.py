@@ -54,6 +54,9 @@ class RequestLimits:
         if sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_header_bytes:
             await error_response(431, None, _CLOSE)(scope, receive, send)
             return
+        if scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)  # no route reads a body here: nothing to time
+            return
 
         loop = asyncio.get_running_loop()
         deadline: float | None = None

@@ -8,9 +8,14 @@ transaction. `verify` compares every row with the state replayed from the store.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import multiprocessing
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.sharedctypes import Synchronized
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import orjson
@@ -36,20 +41,31 @@ _mapper = create_mapper()
 
 
 async def folded_tasks(
-    store: asyncpg.Connection, upto: int, batch: int = BATCH
+    store: asyncpg.Connection,
+    upto: int,
+    batch: int = BATCH,
+    ids: tuple[UUID, UUID | None] | None = None,
 ) -> AsyncIterator[tuple[Task, int, int]]:
-    """Every task folded from its events at or below `upto`, in id order.
+    """Every task folded from its events at or below `upto`, in id order; with `ids`
+    (low, high or None), only the tasks whose id is in [low, high).
 
     Yields (task, position of its last event, events read). Must run inside a transaction.
     """
     task: Task | None = None
     position = 0
     counted = 0
+    where = "notification_id <= $1"
+    args: list[int | UUID] = [upto]
+    if ids is not None:
+        where += " AND originator_id >= $2"
+        args.append(ids[0])
+        if ids[1] is not None:
+            where += " AND originator_id < $3"
+            args.append(ids[1])
     cursor = await store.cursor(
         "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE notification_id <= $1 "
-        "ORDER BY originator_id, originator_version",
-        upto,
+        f"FROM {EVENTS_TABLE} WHERE {where} ORDER BY originator_id, originator_version",
+        *args,
     )
     # Whole batches per round trip, not one awaited row at a time.
     while rows := await cursor.fetch(batch):
@@ -68,7 +84,11 @@ async def folded_tasks(
 
 
 async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict[str, Any]:
-    """Build a new read table from the store while the old one serves, then swap them."""
+    """Build a new read table from the store while the old one serves, then swap them.
+
+    With `rebuild_workers` above 1, that many processes fold and copy one range of task ids
+    each (the library's decoding and the aggregate's fold are CPU-bound Python).
+    """
     await migrate_read_model(settings)
     store = await asyncpg.connect(settings.database_url)
     read = await asyncpg.connect(settings.read_dsn)
@@ -79,25 +99,13 @@ async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict
             f"CREATE TABLE {NEW_TABLE} (LIKE tasks INCLUDING DEFAULTS INCLUDING GENERATED)"
         )
         progress = Progress("rebuild", upto, progress_stream)
-        columns = COLUMNS.split(", ")
-        rows: list[tuple[Any, ...]] = []
-        # One COPY in flight while the next batch is read and folded (two connections).
-        copying: asyncio.Task[str] | None = None
-        async with store.transaction(isolation="repeatable_read", readonly=True):
-            async for task, position, counted in folded_tasks(store, upto):
-                rows.append(row_of(task_to_dict(task), position))
-                progress.advance(counted)
-                if len(rows) >= BATCH:
-                    if copying is not None:
-                        await copying
-                    copying = asyncio.create_task(
-                        read.copy_records_to_table(NEW_TABLE, records=rows, columns=columns)
-                    )
-                    rows = []
-        if copying is not None:
-            await copying
-        if rows:
-            await read.copy_records_to_table(NEW_TABLE, records=rows, columns=columns)
+        # Appends commit in position order (the library locks the table to append), so once
+        # `upto` is visible every event below it is too: each part may take its own snapshot.
+        if settings.rebuild_workers > 1:
+            await _copy_in_processes(settings, upto, progress)
+        else:
+            done = await _copy_part(settings.database_url, settings.read_dsn, upto, None)
+            progress.advance(done)
         progress.advance(0, final=True)
         await _copy_indexes(read, settings.read_dsn)
         caught_up = await _catch_up_and_swap(store, read, upto)
@@ -105,6 +113,95 @@ async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict
     finally:
         await store.close()
         await read.close()
+
+
+async def _copy_part(
+    store_dsn: str,
+    read_dsn: str,
+    upto: int,
+    ids: tuple[UUID, UUID | None] | None,
+    done: Synchronized[int] | None = None,
+) -> int:
+    """Fold the tasks in `ids` (all with None) into the new table; returns the events read.
+
+    One COPY is in flight while the next batch is read and folded (two connections); `done`,
+    when given, is raised by the events of each batch sent.
+    """
+    store = await asyncpg.connect(store_dsn)
+    read = await asyncpg.connect(read_dsn)
+    columns = COLUMNS.split(", ")
+    rows: list[tuple[Any, ...]] = []
+    events = unreported = 0
+    copying: asyncio.Task[str] | None = None
+    try:
+        async with store.transaction(isolation="repeatable_read", readonly=True):
+            async for task, position, counted in folded_tasks(store, upto, ids=ids):
+                rows.append(row_of(task_to_dict(task), position))
+                events += counted
+                unreported += counted
+                if len(rows) >= BATCH:
+                    if copying is not None:
+                        await copying
+                    copying = asyncio.create_task(
+                        read.copy_records_to_table(NEW_TABLE, records=rows, columns=columns)
+                    )
+                    rows = []
+                    if done is not None:
+                        with done.get_lock():
+                            done.value += unreported
+                        unreported = 0
+        if copying is not None:
+            await copying
+        if rows:
+            await read.copy_records_to_table(NEW_TABLE, records=rows, columns=columns)
+        return events
+    finally:
+        await store.close()
+        await read.close()
+
+
+_done: Synchronized[int] | None = None
+"""In a worker process: the shared count of events folded, for the parent's progress bar."""
+
+
+def _share_count(done: Synchronized[int]) -> None:
+    global _done  # set once per worker process, by the pool's initializer
+    _done = done
+
+
+def _copy_part_in_process(
+    store_dsn: str, read_dsn: str, upto: int, ids: tuple[UUID, UUID | None]
+) -> int:
+    return asyncio.run(_copy_part(store_dsn, read_dsn, upto, ids, _done))
+
+
+async def _copy_in_processes(settings: Settings, upto: int, progress: Progress) -> None:
+    """`rebuild_workers` processes, one equal range of the (uniform) task-id space each."""
+    parts = settings.rebuild_workers
+    bounds: list[UUID | None] = [UUID(int=k * (2**128 // parts)) for k in range(parts)]
+    bounds.append(None)
+    context = multiprocessing.get_context("spawn")
+    done = context.Value("q", 0)
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(parts, context, _share_count, (done,)) as pool:
+        running = [
+            loop.run_in_executor(
+                pool,
+                _copy_part_in_process,
+                settings.database_url,
+                settings.read_dsn,
+                upto,
+                (low, high),
+            )
+            for low, high in itertools.pairwise(bounds)
+            if low is not None
+        ]
+        pending: set[asyncio.Future[int]] = set(running)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+            progress.advance(done.value - progress.done)
+        events = sum(part.result() for part in running)
+    progress.advance(events - progress.done)
 
 
 async def _copy_indexes(read: asyncpg.Connection, dsn: str) -> None:

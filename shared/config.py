@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     projector_prefetch: int = 1000
     projector_batch_size: int = 500
     group_commit_max: int = 100
+    # Processes that fold the store in `rebuild` (one range of task ids each); 1 folds in-process.
+    rebuild_workers: int = Field(default=2, ge=1, le=64)
 
     @property
     def read_dsn(self) -> str:

@@ -10,6 +10,7 @@ import sys
 import uuid
 
 import httpx
+import pytest
 
 from command_service.relay import replay
 from projector.rebuild import rebuild, verify
@@ -75,8 +76,10 @@ async def test_replay_to_one_queue_republishes_the_same_event_ids(
     assert [body["position"] for body in replayed] == [2, 3, 4]
 
 
+# In this process, and in three worker processes (more ranges of task ids than cores).
+@pytest.mark.parametrize("workers", [1, 3])
 async def test_rebuild_under_read_load_serves_every_read_and_leaves_a_verified_table(
-    client: httpx.AsyncClient, settings: Settings
+    client: httpx.AsyncClient, settings: Settings, workers: int
 ) -> None:
     await create_tasks(client, 150)
     await wait_projected(client, settings)
@@ -93,7 +96,8 @@ async def test_rebuild_under_read_load_serves_every_read_and_leaves_a_verified_t
                 failures.append(response.status_code)
 
     readers = [asyncio.create_task(read_load()) for _ in range(4)]
-    result = await rebuild(settings, io.StringIO())
+    progress = io.StringIO()
+    result = await rebuild(settings.model_copy(update={"rebuild_workers": workers}), progress)
     await create_tasks(client, 5)
     await wait_projected(client, settings)
     done.set()
@@ -102,6 +106,7 @@ async def test_rebuild_under_read_load_serves_every_read_and_leaves_a_verified_t
     assert failures == []
     assert reads > 0
     assert result["events"] == 150
+    assert "150/150 events" in progress.getvalue()
     report = io.StringIO()
     assert await verify(settings, report) == [], report.getvalue()
     page = (await client.get("/api/v1/tasks?limit=1")).json()

@@ -27,13 +27,20 @@ from bench.measure import Round, summarise
 from bench.pipeline import projection_lag, rebuild_speed
 from bench.scenarios import PEER_RSS_MB, Files, Plan, build, drive, preflight
 from bench.seed import body_lines, deep_cursor, patch_body, seed, task_body, wait_caught_up
-from bench.stack import ROOT, Server, bench_settings, cleanup, free_port, peak_rss_mb, with_database
+from bench.stack import (
+    ROOT,
+    Server,
+    add_service_arguments,
+    bench_settings,
+    cleanup,
+    free_port,
+    peak_rss_mb,
+    with_database,
+)
 from bench.wrk import Load, require_wrk
 from shared.config import Settings
 from shared.domain import EVENTS_TABLE
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 FULL = {"tasks": 100_000, "warmup": 5, "duration": 10, "rounds": 3, "lag_seconds": 20}
 QUICK = {"tasks": 10_000, "warmup": 1, "duration": 3, "rounds": 1, "lag_seconds": 5}
 SAMPLE_IDS = 10_000
@@ -54,14 +61,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--seed", type=int, default=7, help="random seed of the data")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("TASKS_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="PostgreSQL server to use (a fresh database is created on it and dropped)",
-    )
-    parser.add_argument(
-        "--amqp-url", default=os.environ.get("TASKS_BENCH_AMQP_URL", DEFAULT_AMQP_URL)
-    )
+    add_service_arguments(parser)
     options = parser.parse_args(argv)
     for name, value in (QUICK if options.quick else FULL).items():
         if getattr(options, name) is None:

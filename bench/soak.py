@@ -27,11 +27,8 @@ from bench.client import Connection, Reply
 from bench.measure import percentile
 from bench.seed import JSON, LIST_TAGS, SEARCH_QUERY, patch_body, seed, task_body, utc_today
 from bench.seed import wait_caught_up as wait_projected
-from bench.stack import ROOT, Server, bench_settings, cleanup
+from bench.stack import ROOT, Server, add_service_arguments, bench_settings, cleanup
 from projector.rebuild import verify
-
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 # (kind, weight): 70 % reads of several kinds, 30 % writes.
 MIX = (
@@ -68,14 +65,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed-tasks", type=int, default=2_000, help="tasks created first")
     parser.add_argument("--seed", type=int, default=11, help="random seed of the load")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("TASKS_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="PostgreSQL server to use (a fresh database is created on it and dropped)",
-    )
-    parser.add_argument(
-        "--amqp-url", default=os.environ.get("TASKS_BENCH_AMQP_URL", DEFAULT_AMQP_URL)
-    )
+    add_service_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -3,6 +3,7 @@ of their own (fresh database, exchange and queues), peak RSS, and cleanup afterw
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -122,13 +123,34 @@ def _vm_hwm(pid: int | str) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-async def cleanup(settings: Settings, extra_databases: list[str]) -> None:
-    """Drop the databases, the queues and the exchange the run made."""
-    for url in [settings.database_url, *extra_databases]:
-        await drop_database(url)
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--database-url` and `--amqp-url`: the servers a harness run makes its own names on."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("TASKS_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="PostgreSQL server to use (a fresh database is created on it and dropped)",
+    )
+    parser.add_argument(
+        "--amqp-url", default=os.environ.get("TASKS_BENCH_AMQP_URL", DEFAULT_AMQP_URL)
+    )
+
+
+async def drop_broker_topology(settings: Settings) -> None:
+    """Delete the projector's queues and the exchange named by `settings`."""
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
         for queue in (settings.projector_queue, settings.dead_letter_queue):
             await channel.queue_delete(queue)
         await channel.exchange_delete(settings.exchange)
+
+
+async def cleanup(settings: Settings, extra_databases: list[str]) -> None:
+    """Drop the databases, the queues and the exchange the run made."""
+    for url in [settings.database_url, *extra_databases]:
+        await drop_database(url)
+    await drop_broker_topology(settings)

@@ -76,10 +76,7 @@ class TaskApplication(Application[UUID]):
             replayed = self._replay_creation(task_id, fields)
             if replayed is not None:
                 return replayed
-        check_not_past(fields["due_date"])
-        task = Task.create(
-            task_id, **fields, idempotency_key=idempotency_key, correlation_id=correlation_id
-        )
+        task = _new_task(task_id, fields, idempotency_key, correlation_id)
         try:
             position = self.committer.commit(task)
         except IntegrityError:
@@ -104,10 +101,7 @@ class TaskApplication(Application[UUID]):
             return await asyncio.to_thread(
                 self.create_task, fields, correlation_id, idempotency_key, scope
             )
-        check_not_past(fields["due_date"])
-        task = Task.create(
-            uuid.uuid4(), **fields, idempotency_key=None, correlation_id=correlation_id
-        )
+        task = _new_task(uuid.uuid4(), fields, None, correlation_id)
         position = await self.committer.commit_async(task)
         return WriteResult(task_to_dict(task), task.version, position)
 
@@ -212,6 +206,16 @@ class TaskApplication(Application[UUID]):
             row = curs.fetchone()
         assert row is not None
         return int(row["notification_id"])
+
+
+def _new_task(
+    task_id: UUID, fields: dict[str, Any], idempotency_key: str | None, correlation_id: str | None
+) -> Task:
+    """A task from validated fields; a due date in the past is refused here, on create."""
+    check_not_past(fields["due_date"])
+    return Task.create(
+        task_id, **fields, idempotency_key=idempotency_key, correlation_id=correlation_id
+    )
 
 
 def _check_if_match(task: Task, if_match: list[int] | None) -> None:

@@ -11,10 +11,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
 import httpx
 import pytest
 
+from bench.stack import drop_broker_topology
 from cli import create_app
 from shared.config import Settings
 from shared.database import drop_database
@@ -98,12 +98,7 @@ async def _cleanup(settings: Settings) -> None:
     await drop_database(settings.database_url)
     if settings.read_database_url:
         await drop_database(settings.read_database_url)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for queue in (settings.projector_queue, settings.dead_letter_queue):
-            await channel.queue_delete(queue)
-        await channel.exchange_delete(settings.exchange)
+    await drop_broker_topology(settings)
 
 
 @pytest.fixture

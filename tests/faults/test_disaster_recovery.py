@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.stack import drop_broker_topology
 from shared.config import Settings
 from shared.database import drop_database, ensure_database
 from tests.faults.pipeline import Writer, caught_up
@@ -91,15 +92,6 @@ def pg_restore(settings: Settings, dump: Path) -> None:
         check=True,
         timeout=120,
     )
-
-
-async def drop_broker_topology(settings: Settings) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for queue in (settings.projector_queue, settings.dead_letter_queue):
-            await channel.queue_delete(queue)
-        await channel.exchange_delete(settings.exchange)
 
 
 async def queue_exists(settings: Settings) -> bool:

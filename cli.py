@@ -23,6 +23,7 @@ from command_service.relay import asyncapi_router, relay_ready, relay_task
 from projector.consumer import projector_ready, projector_task
 from query_service.api import read_pools
 from query_service.api import router as read_router
+from query_service.events import router as events_router
 from shared.config import Settings
 from shared.health import postgres_check, rabbitmq_check
 from shared.server import from_environment, serve
@@ -34,7 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = make_app(
         "Tasks",
         settings,
-        [read_router, write_router, asyncapi_router],
+        [read_router, events_router, write_router, asyncapi_router],
         [event_store, projector_task, read_pools, relay_task],
         [postgres_check, rabbitmq_check, relay_ready, projector_ready],
         WRITE_SCHEMAS,

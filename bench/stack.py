@@ -140,11 +140,15 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def drop_broker_topology(settings: Settings) -> None:
-    """Delete the projector's queues and the exchange named by `settings`."""
+    """Delete the projector's queues, the event log and the exchange named by `settings`."""
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        for queue in (settings.projector_queue, settings.dead_letter_queue):
+        for queue in (
+            settings.projector_queue,
+            settings.dead_letter_queue,
+            settings.event_log_stream,
+        ):
             await channel.queue_delete(queue)
         await channel.exchange_delete(settings.exchange)
 

@@ -25,6 +25,7 @@ from command_service.commands import (
     validate_patch,
 )
 from command_service.relay import asyncapi_router, relay_ready, relay_task
+from shared.auth import actor
 from shared.config import Settings
 from shared.errors import NotFound, error_response, error_responses
 from shared.health import postgres_check, rabbitmq_check
@@ -247,7 +248,7 @@ async def create_task(request: Request) -> Response:
     fields = validate_create(await request.body())
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     result = await _application(request).create_task_async(
-        fields, request_id_var.get(), key, getattr(request.state, "api_key_id", "")
+        fields, request_id_var.get(), key, getattr(request.state, "api_key_id", ""), actor(request)
     )
     return _written(result, 201)
 
@@ -277,7 +278,12 @@ async def update_task(task_id: str, request: Request) -> Response:
     patch = validate_patch(await request.body())
     if_match = parse_if_match(request.headers.get("if-match"))
     result = await run_in_threadpool(
-        _application(request).update_task, _task_id(task_id), patch, if_match, request_id_var.get()
+        _application(request).update_task,
+        _task_id(task_id),
+        patch,
+        if_match,
+        request_id_var.get(),
+        actor(request),
     )
     return _written(result, 200)
 
@@ -301,7 +307,11 @@ async def update_task(task_id: str, request: Request) -> Response:
 async def delete_task(task_id: str, request: Request) -> Response:
     if_match = parse_if_match(request.headers.get("if-match"))
     result = await run_in_threadpool(
-        _application(request).delete_task, _task_id(task_id), if_match, request_id_var.get()
+        _application(request).delete_task,
+        _task_id(task_id),
+        if_match,
+        request_id_var.get(),
+        actor(request),
     )
     return _written(result, 204, body=False)
 

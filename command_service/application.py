@@ -17,7 +17,15 @@ from command_service.batcher import GroupCommit
 from command_service.commands import check_not_past, is_past
 from shared.config import Settings
 from shared.database import ddl_lock, ensure_database
-from shared.domain import EVENTS_TABLE, Task, TaskDict, create_transcoder, fold, task_to_dict
+from shared.domain import (
+    ANONYMOUS,
+    EVENTS_TABLE,
+    Task,
+    TaskDict,
+    create_transcoder,
+    fold,
+    task_to_dict,
+)
 from shared.errors import NotFound, PreconditionFailed, ValidationFailed
 
 IDEMPOTENCY_NAMESPACE = UUID("5b0c3e52-8d1a-4f0e-9a57-0d7c4f6a2b19")
@@ -69,6 +77,7 @@ class TaskApplication(Application[UUID]):
         correlation_id: str | None,
         idempotency_key: str | None = None,
         scope: str = "",
+        actor: str = ANONYMOUS,
     ) -> WriteResult:
         task_id = idempotent_id(idempotency_key, scope) if idempotency_key else uuid.uuid4()
         if idempotency_key is not None and is_past(fields["due_date"]):
@@ -76,7 +85,7 @@ class TaskApplication(Application[UUID]):
             replayed = self._replay_creation(task_id, fields)
             if replayed is not None:
                 return replayed
-        task = _new_task(task_id, fields, idempotency_key, correlation_id)
+        task = _new_task(task_id, fields, idempotency_key, correlation_id, actor)
         try:
             position = self.committer.commit(task)
         except IntegrityError:
@@ -94,14 +103,15 @@ class TaskApplication(Application[UUID]):
         correlation_id: str | None,
         idempotency_key: str | None = None,
         scope: str = "",
+        actor: str = ANONYMOUS,
     ) -> WriteResult:
         """A create from the event loop: without a key nothing needs the store before the
         append, so the command waits for its group commit without taking a thread."""
         if idempotency_key is not None:
             return await asyncio.to_thread(
-                self.create_task, fields, correlation_id, idempotency_key, scope
+                self.create_task, fields, correlation_id, idempotency_key, scope, actor
             )
-        task = _new_task(uuid.uuid4(), fields, None, correlation_id)
+        task = _new_task(uuid.uuid4(), fields, None, correlation_id, actor)
         position = await self.committer.commit_async(task)
         return WriteResult(task_to_dict(task), task.version, position)
 
@@ -125,6 +135,7 @@ class TaskApplication(Application[UUID]):
         patch: dict[str, Any],
         if_match: list[int] | None,
         correlation_id: str | None,
+        actor: str = ANONYMOUS,
     ) -> WriteResult:
         """Apply a PATCH; without If-Match a version conflict is retried so no write is lost."""
         for _ in range(MAX_CONFLICT_RETRIES):
@@ -138,7 +149,7 @@ class TaskApplication(Application[UUID]):
                 return WriteResult(
                     task_to_dict(task), task.version, self.position_of(task_id, task.version)
                 )
-            task.update(changes, correlation_id)
+            task.update(changes, correlation_id, actor)
             try:
                 position = self.committer.commit(task)
             except IntegrityError:
@@ -147,12 +158,16 @@ class TaskApplication(Application[UUID]):
         raise RuntimeError("too many concurrent writes to one task")
 
     def delete_task(
-        self, task_id: UUID, if_match: list[int] | None, correlation_id: str | None
+        self,
+        task_id: UUID,
+        if_match: list[int] | None,
+        correlation_id: str | None,
+        actor: str = ANONYMOUS,
     ) -> WriteResult:
         for _ in range(MAX_CONFLICT_RETRIES):
             task = self._get_live(task_id)
             _check_if_match(task, if_match)
-            task.soft_delete(correlation_id)
+            task.soft_delete(correlation_id, actor)
             try:
                 position = self.committer.commit(task)
             except IntegrityError:
@@ -209,12 +224,20 @@ class TaskApplication(Application[UUID]):
 
 
 def _new_task(
-    task_id: UUID, fields: dict[str, Any], idempotency_key: str | None, correlation_id: str | None
+    task_id: UUID,
+    fields: dict[str, Any],
+    idempotency_key: str | None,
+    correlation_id: str | None,
+    actor: str,
 ) -> Task:
     """A task from validated fields; a due date in the past is refused here, on create."""
     check_not_past(fields["due_date"])
     return Task.create(
-        task_id, **fields, idempotency_key=idempotency_key, correlation_id=correlation_id
+        task_id,
+        **fields,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        actor=actor,
     )
 
 

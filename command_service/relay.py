@@ -12,18 +12,25 @@ import logging
 import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from importlib import resources
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 from aio_pika.abc import AbstractExchange
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from command_service.application import migrate_store
+from shared.asyncapi import render as render_asyncapi
 from shared.config import Settings
-from shared.domain import EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
+from shared.domain import (
+    EVENTS_TABLE,
+    Task,
+    create_mapper,
+    decode,
+    previous_values,
+    task_to_dict,
+)
 from shared.lag import lag_behind
 from shared.messaging import connect, declare_topology, to_cloudevent, to_message
 from shared.progress import Progress
@@ -32,7 +39,6 @@ from shared.web import get_and_head
 log = logging.getLogger("tasks.relay")
 
 RELAY_LOCK_KEY = 7_301_124_002
-ASYNCAPI = resources.files("shared").joinpath("asyncapi.yaml").read_text()
 CACHE_SIZE = 20_000
 
 SELECT_AFTER = (
@@ -67,10 +73,13 @@ class TaskStates:
         out = []
         for row in rows:
             event = decode(self.mapper, row)
-            task = event.mutate(self.tasks.get(event.originator_id))
+            before = self.tasks.get(event.originator_id)
+            previous = previous_values(event, before)
+            task = event.mutate(before)
             assert isinstance(task, Task)
             self._keep(task)
-            out.append((to_cloudevent(event, row["notification_id"], task_to_dict(task)), event))
+            envelope = to_cloudevent(event, row["notification_id"], task_to_dict(task), previous)
+            out.append((envelope, event))
         return out
 
     async def _load_missing(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
@@ -281,5 +290,7 @@ asyncapi_router = APIRouter(tags=["events"])
         }
     },
 )
-async def asyncapi_document() -> PlainTextResponse:
-    return PlainTextResponse(ASYNCAPI, media_type="application/yaml")
+async def asyncapi_document(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(
+        render_asyncapi(request.app.state.settings), media_type="application/yaml"
+    )

@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from query_service import history as store
+from query_service.events import router as events_router
 from query_service.queries import (
     PARAMETERS,
     ListQuery,
@@ -41,7 +42,7 @@ log = logging.getLogger("tasks.query")
 
 PROJECTION_CHANNEL = "tasks_projection"
 TASK_PARAMETERS = frozenset({"version", "as_of", "min_position"})
-HISTORY_PARAMETERS = frozenset({"min_position"})
+HISTORY_PARAMETERS = frozenset({"min_position", "after_version", "limit"})
 
 
 class PositionWatcher:
@@ -387,12 +388,33 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
                 **MIN_POSITION_HEADER,
                 "description": "accepted; history reads the store, so it answers at once",
             },
+            {
+                "name": "after_version",
+                "in": "query",
+                "required": False,
+                "description": "the page starts after this version (default 0)",
+                "schema": {"type": "integer", "minimum": 0},
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": f"1 to {store.MAX_HISTORY_LIMIT} events, "
+                f"default {store.HISTORY_LIMIT}",
+                "schema": {"type": "integer", "minimum": 1, "maximum": store.MAX_HISTORY_LIMIT},
+            },
         ]
     },
     responses={
         200: {
-            "description": "The task's events",
+            "description": "The task's events, a page at a time",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/History"}}},
+            "headers": {
+                "Link": {
+                    "description": 'the next page, rel="next", when more events follow',
+                    "schema": {"type": "string"},
+                }
+            },
         },
         **READ_ERRORS,
     },
@@ -401,10 +423,22 @@ async def task_history(task_id: str, request: Request) -> Response:
     params = _single_params(request, HISTORY_PARAMETERS)
     # Validated like every read's; the store already holds every acknowledged write.
     _requested_position(request, params)
-    body = await store.history(request.app.state.store_pool, _task_id(task_id))
-    if body is None:
+    after = parse_int("after_version", params.get("after_version", "0"), 0, 2**62)
+    limit = parse_int(
+        "limit", params.get("limit", str(store.HISTORY_LIMIT)), 1, store.MAX_HISTORY_LIMIT
+    )
+    uuid = _task_id(task_id)
+    found = await store.history(request.app.state.store_pool, uuid, after, limit)
+    if found is None:
         raise NotFound()
-    return json_response(body, headers={"Cache-Control": "no-cache"})
+    body, more = found
+    headers = {"Cache-Control": "no-cache"}
+    if more:
+        last = body["events"][-1]["version"]
+        headers["Link"] = (
+            f'</api/v1/tasks/{uuid}/history?after_version={last}&limit={limit}>; rel="next"'
+        )
+    return json_response(body, headers=headers)
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -451,7 +485,7 @@ def create_app(settings: Settings) -> FastAPI:
     return make_app(
         "Tasks query service",
         settings,
-        [router],
+        [router, events_router],
         resources,
         [postgres_check],
     )

@@ -15,12 +15,21 @@ from shared.domain import (
     decode,
     fold,
     format_timestamp,
+    previous_values,
     task_to_dict,
 )
+
+HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
 
 SELECT_EVENTS = (
     "SELECT notification_id, originator_id, originator_version, topic, state "
     f"FROM {EVENTS_TABLE} WHERE originator_id = $1 ORDER BY originator_version"
+)
+SELECT_PAGE = (
+    "SELECT notification_id, originator_id, originator_version, topic, state "
+    f"FROM {EVENTS_TABLE} WHERE originator_id = $1 AND originator_version > $2 "
+    "ORDER BY originator_version LIMIT $3"
 )
 SELECT_UP_TO = (
     "SELECT notification_id, originator_id, originator_version, topic, state "
@@ -31,7 +40,7 @@ SELECT_UP_TO = (
 _mapper = create_mapper()
 
 
-def _data(event: Task.Event) -> dict[str, Any]:
+def _data(event: Task.Event, previous: dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(event, Task.Created):
         return {
             "title": event.title,
@@ -41,28 +50,47 @@ def _data(event: Task.Event) -> dict[str, Any]:
             "tags": event.tags,
         }
     if isinstance(event, Task.Updated):
-        return {"changes": event.changes}
+        return {"changes": event.changes, "previous": previous}
     return {}
 
 
-async def history(conn: asyncpg.Connection | asyncpg.Pool, task_id: UUID) -> dict[str, Any] | None:
-    rows = await conn.fetch(SELECT_EVENTS, task_id)
-    if not rows:
+async def history(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    task_id: UUID,
+    after_version: int = 0,
+    limit: int = HISTORY_LIMIT,
+) -> tuple[dict[str, Any], bool] | None:
+    """A page of a task's events after `after_version`, and whether more follow; None when the
+    task never existed. An update stored before `previous` was kept gets it folded from the
+    events before it."""
+    rows = await conn.fetch(SELECT_PAGE, task_id, after_version, limit + 1)
+    if not rows and (after_version == 0 or not await conn.fetch(SELECT_UP_TO, task_id, 1)):
         return None
-    events = []
-    for row in rows:
-        event = decode(_mapper, row)
-        events.append(
+    more = len(rows) > limit
+    events = [decode(_mapper, row) for row in rows[:limit]]
+    task: Task | None = None
+    folding = any(isinstance(e, Task.Updated) and e.previous is None for e in events)
+    if folding and after_version:
+        task = fold(
+            decode(_mapper, row) for row in await conn.fetch(SELECT_UP_TO, task_id, after_version)
+        )
+    entries = []
+    for row, event in zip(rows, events, strict=False):
+        previous = previous_values(event, task)
+        if folding:
+            task = event.mutate(task)
+        entries.append(
             {
                 "version": event.originator_version,
                 "type": row["topic"],
                 "occurred_at": format_timestamp(event.timestamp),
                 "position": row["notification_id"],
                 "correlation_id": event.correlation_id,
-                "data": _data(event),
+                "actor": event.actor,
+                "data": _data(event, previous),
             }
         )
-    return {"task_id": str(task_id), "events": events}
+    return {"task_id": str(task_id), "events": entries}, more
 
 
 async def state_at(

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
+RESERVED_ACTORS = frozenset({"anonymous", "unknown"})
+"""Actors the service itself records: no key may take these names."""
 
 
 class Settings(BaseSettings):
     """One typed settings object; build it explicitly with `Settings()` and pass it on."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKS_", extra="ignore", frozen=True)
+    # Validation errors never echo input: API keys are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="TASKS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/tasks"
     read_database_url: str | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
 
     exchange: str = "tasks.events"
+    # The broker's replayable log of every published event (a stream bound with `#`); by default
+    # the exchange's name + ".log". Retention: RabbitMQ's x-max-age (Y, M, D, h, m, s units)
+    # and x-max-length-bytes, whichever is reached first.
+    event_log: str | None = None
+    event_log_max_age: str = Field(default="7D", pattern=r"^[1-9][0-9]{0,8}[YMDhms]$")
+    event_log_max_bytes: int = Field(default=2_000_000_000, ge=1_000_000)
     projector_queue: str = "tasks.projector"
     dead_letter_queue: str = "tasks.projector.dlq"
 
@@ -33,7 +47,9 @@ class Settings(BaseSettings):
     relay_port: int = 8004
 
     run_relay: bool = True
-    api_keys: list[str] = Field(default_factory=list)
+    # A JSON object {"name": "key"} (the name is the actor recorded in events), or a list of
+    # keys, named `key-<hash prefix>` (shared/auth.py).
+    api_keys: dict[str, str] | list[str] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
     # One JSON line per request (uvicorn's own access log stays off: it is not structured).
@@ -64,6 +80,25 @@ class Settings(BaseSettings):
     # Processes that fold the store in `rebuild` (one range of task ids each); 1 folds in-process.
     rebuild_workers: int = Field(default=2, ge=1, le=64)
 
+    @field_validator("api_keys")
+    @classmethod
+    def _key_names(cls, value: dict[str, str] | list[str]) -> dict[str, str] | list[str]:
+        keys = list(value.values()) if isinstance(value, dict) else value
+        if any(not key for key in keys) or len(set(keys)) != len(keys):
+            raise ValueError("API keys must be non-empty and distinct")
+        for name in value if isinstance(value, dict) else ():
+            if not KEY_NAME.fullmatch(name) or name in RESERVED_ACTORS:
+                raise ValueError(
+                    f"API key name {name[:100]!r}: 1 to 100 letters, digits, '.', '_', '-' or "
+                    f"'@', and not {' or '.join(sorted(RESERVED_ACTORS))}"
+                )
+        return value
+
+    @property
+    def event_log_stream(self) -> str:
+        """The stream's name: `event_log`, or the exchange's name + `.log`."""
+        return self.event_log or f"{self.exchange}.log"
+
     @property
     def read_dsn(self) -> str:
         return self.read_database_url or self.database_url
@@ -71,7 +106,9 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """These settings as the `TASKS_*` variables a child process reads them from."""
         return {
-            f"TASKS_{name.upper()}": json.dumps(value) if isinstance(value, list) else str(value)
+            f"TASKS_{name.upper()}": json.dumps(value)
+            if isinstance(value, (list, dict))
+            else str(value)
             for name, value in self.model_dump().items()
             if value is not None
         }

@@ -23,6 +23,11 @@ EVENTS_TABLE = "tasks_events"
 
 TaskDict = dict[str, Any]
 
+ANONYMOUS = "anonymous"
+"""The actor of a request made while the API has no keys configured."""
+UNKNOWN_ACTOR = "unknown"
+"""The actor of an event stored before events recorded one (read through an upcaster)."""
+
 
 def format_timestamp(moment: datetime) -> str:
     """Timestamps on the wire: UTC, six fractional digits, `Z`."""
@@ -40,14 +45,16 @@ class Task(Aggregate):
     TOPIC = "Task"
 
     class Event(Aggregate.Event):
-        """Base of the task's events: the request's correlation id travels in every event."""
+        """Base of the task's events: the request's correlation id and the actor (the name of
+        the API key that made the request, never the key) travel in every event."""
 
         TOPIC = "Task.Event"
         correlation_id: str | None
+        actor: str
 
     class Created(Event, Aggregate.Created):
         TOPIC = "TaskCreated"
-        class_version = 2
+        class_version = 3
 
         title: str
         description: str | None
@@ -62,10 +69,23 @@ class Task(Aggregate):
             state.setdefault("idempotency_key", None)
             state.setdefault("correlation_id", None)
 
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state.setdefault("actor", UNKNOWN_ACTOR)
+
     class Updated(Event):
         TOPIC = "TaskUpdated"
+        class_version = 2
 
         changes: dict[str, Any]
+        previous: dict[str, Any] | None
+        """The old value of every changed field; None on events stored before it was kept
+        (readers fold it from the task's history: `previous_values`)."""
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("actor", UNKNOWN_ACTOR)
+            state.setdefault("previous", None)
 
         def apply(self, aggregate: Any) -> None:
             for name, value in self.changes.items():
@@ -73,6 +93,11 @@ class Task(Aggregate):
 
     class SoftDeleted(Event):
         TOPIC = "TaskSoftDeleted"
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("actor", UNKNOWN_ACTOR)
 
         def apply(self, aggregate: Any) -> None:
             aggregate.deleted = True
@@ -111,6 +136,7 @@ class Task(Aggregate):
         tags: list[str],
         idempotency_key: str | None,
         correlation_id: str | None,
+        actor: str = ANONYMOUS,
     ) -> Task:
         return cls._create(
             cls.Created,
@@ -122,26 +148,58 @@ class Task(Aggregate):
             tags=tags,
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
+            actor=actor,
         )
 
     def next_timestamp(self) -> datetime:
         """The later of the clock and the last event's time: a task's history never goes back."""
         return max(_now(), self.modified_on)
 
-    def update(self, changes: dict[str, Any], correlation_id: str | None) -> None:
-        """Record the fields that changed; `completed` brings its `completed_at`."""
+    def update(
+        self, changes: dict[str, Any], correlation_id: str | None, actor: str = ANONYMOUS
+    ) -> None:
+        """Record the fields that changed, and their old values; `completed` brings its
+        `completed_at`."""
         moment = self.next_timestamp()
         changes = dict(changes)
         if "completed" in changes:
             changes["completed_at"] = format_timestamp(moment) if changes["completed"] else None
         self.trigger_event(
-            self.Updated, changes=changes, correlation_id=correlation_id, timestamp=moment
+            self.Updated,
+            changes=changes,
+            previous=_current_values(self, changes),
+            correlation_id=correlation_id,
+            actor=actor,
+            timestamp=moment,
         )
 
-    def soft_delete(self, correlation_id: str | None) -> None:
+    def soft_delete(self, correlation_id: str | None, actor: str = ANONYMOUS) -> None:
         self.trigger_event(
-            self.SoftDeleted, correlation_id=correlation_id, timestamp=self.next_timestamp()
+            self.SoftDeleted,
+            correlation_id=correlation_id,
+            actor=actor,
+            timestamp=self.next_timestamp(),
         )
+
+
+def _current_values(task: Task, names: Iterable[str]) -> dict[str, Any]:
+    return {
+        name: list(value) if isinstance(value, list) else value
+        for name in names
+        for value in (getattr(task, name, None),)
+    }
+
+
+def previous_values(event: Task.Event, before: Task | None) -> dict[str, Any] | None:
+    """An update's `previous`: as stored, or (for an event stored before it was kept) the
+    values of the changed fields in `before`, the task just before the event."""
+    if not isinstance(event, Task.Updated):
+        return None
+    if event.previous is not None:
+        return event.previous
+    if before is None:
+        raise ValueError(f"{event.originator_id}: an update without the task before it")
+    return _current_values(before, event.changes)
 
 
 def task_to_dict(task: Task) -> TaskDict:

@@ -20,14 +20,26 @@ def event_id(task_id: str, version: int) -> str:
     return f"{task_id}:{version}"
 
 
-def to_cloudevent(event: Task.Event, position: int, task: TaskDict) -> dict[str, Any]:
-    """The one place a stored event becomes a wire event."""
+def to_cloudevent(
+    event: Task.Event,
+    position: int,
+    task: TaskDict,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one place a stored event becomes a wire event (the relay, replay and the HTTP feed).
+
+    `task` is the task after the event; `previous` the update's old values when the stored
+    event predates them (`shared.domain.previous_values`).
+    """
     topic = type(event).TOPIC
     kind = EVENT_TYPES[topic]
     task_id = str(event.originator_id)
     data: dict[str, Any] = {"task": task}
     if isinstance(event, Task.Updated):
         data["changes"] = event.changes
+        data["previous"] = previous if previous is not None else event.previous
+        if data["previous"] is None:
+            raise ValueError(f"{task_id}: an update's previous values are unknown")
     return {
         "specversion": "1.0",
         "id": event_id(task_id, event.originator_version),
@@ -39,6 +51,7 @@ def to_cloudevent(event: Task.Event, position: int, task: TaskDict) -> dict[str,
         "sequence": f"{event.originator_version:020d}",
         "position": position,
         "correlationid": event.correlation_id,
+        "actor": event.actor,
         "data": data,
     }
 
@@ -60,7 +73,8 @@ def to_message(envelope: dict[str, Any], event: Task.Event) -> aio_pika.Message:
 async def declare_topology(
     channel: AbstractChannel, settings: Settings
 ) -> tuple[AbstractExchange, AbstractQueue]:
-    """The exchange, the projector's queue and its binding: declared alike by every part."""
+    """The exchange, the projector's queue, the event log (a stream) and their bindings:
+    declared alike by every part."""
     exchange = await channel.declare_exchange(
         settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
@@ -73,7 +87,22 @@ async def declare_topology(
     await channel.declare_queue(
         settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
+    log = await channel.declare_queue(
+        settings.event_log_stream, durable=True, arguments=event_log_arguments(settings)
+    )
+    await log.bind(exchange, routing_key="#")
     return exchange, queue
+
+
+def event_log_arguments(settings: Settings) -> dict[str, Any]:
+    """The stream's declaration: RabbitMQ keeps it by age and by size, whichever ends first.
+    (A redeclaration with other values is refused by the broker: change an existing stream's
+    retention with a policy, or delete it.)"""
+    return {
+        "x-queue-type": "stream",
+        "x-max-age": settings.event_log_max_age,
+        "x-max-length-bytes": settings.event_log_max_bytes,
+    }
 
 
 async def connect(settings: Settings, role: str) -> aio_pika.abc.AbstractConnection:

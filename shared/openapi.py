@@ -77,6 +77,7 @@ HISTORY_SCHEMA: dict[str, Any] = {
                     "occurred_at",
                     "position",
                     "correlation_id",
+                    "actor",
                     "data",
                 ],
                 "properties": {
@@ -85,7 +86,16 @@ HISTORY_SCHEMA: dict[str, Any] = {
                     "occurred_at": _TIMESTAMP,
                     "position": {"type": "integer", "minimum": 1},
                     "correlation_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-                    "data": {"type": "object"},
+                    "actor": {
+                        "type": "string",
+                        "description": "the API key's name; anonymous without keys, unknown "
+                        "for events stored before actors were recorded",
+                    },
+                    "data": {
+                        "type": "object",
+                        "description": "TaskCreated: the created fields; TaskUpdated: "
+                        "changes (new values) and previous (old values); TaskSoftDeleted: {}",
+                    },
                 },
             },
         },

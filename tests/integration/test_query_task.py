@@ -154,7 +154,7 @@ async def test_history_replays_every_event_of_a_created_updated_and_deleted_task
         "due_date": "2099-01-02",
         "tags": ["work"],
     }
-    assert events[1]["data"] == {"changes": {"title": "Report v2"}}
+    assert events[1]["data"] == {"changes": {"title": "Report v2"}, "previous": {"title": "Report"}}
     assert events[2]["data"]["changes"]["completed"] is True
     assert events[3]["data"] == {}
     assert events[1]["correlation_id"] == "req-2"
@@ -170,12 +170,15 @@ async def test_history_of_a_task_that_never_existed_is_not_found(
     unknown = await client.get(f"/api/v1/tasks/{uuid.uuid4()}/history")
     malformed = await client.get("/api/v1/tasks/nope/history")
     task_id = (await create(client)).json()["id"]
-    with_param = await client.get(f"/api/v1/tasks/{task_id}/history", params={"limit": "1"})
+    with_param = await client.get(f"/api/v1/tasks/{task_id}/history", params={"limit": "0"})
+    unknown_param = await client.get(f"/api/v1/tasks/{task_id}/history", params={"sort": "x"})
 
     assert unknown.status_code == 404
     assert malformed.status_code == 404
     assert with_param.status_code == 422
     assert list(with_param.json()["details"]) == ["limit"]
+    assert unknown_param.status_code == 422
+    assert list(unknown_param.json()["details"]) == ["sort"]
 
 
 def _moment(value: str, microseconds: int = 0) -> str:

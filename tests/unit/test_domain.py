@@ -133,7 +133,7 @@ def test_task_created_is_stored_with_its_schema_version() -> None:
     stored = create_mapper().to_stored_event(task.collect_events()[0])
 
     assert stored.topic == "TaskCreated"
-    assert json.loads(stored.state)["class_version"] == 2
+    assert json.loads(stored.state)["class_version"] == 3
 
 
 def test_a_version_one_task_created_is_upcast_when_decoded() -> None:
@@ -161,6 +161,7 @@ def test_a_version_one_task_created_is_upcast_when_decoded() -> None:
     assert isinstance(event, Task.Created)
     assert event.idempotency_key is None
     assert event.correlation_id is None
+    assert event.actor == "unknown"
     assert task is not None
     assert task_to_dict(task) | {"id": None} == {
         "id": None,
@@ -210,3 +211,74 @@ def test_timestamps_are_formatted_in_utc_with_six_digits_and_z() -> None:
     assert format_timestamp(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == (
         "2026-01-02T03:04:05.000006Z"
     )
+
+
+def test_every_event_records_its_actor_and_an_update_the_old_value_of_each_changed_field() -> None:
+    task = new_task(actor="alice")
+    task.update({"priority": 5, "tags": ["x"], "completed": True}, "req-2", "bob")
+    task.soft_delete("req-3", "carol")
+
+    created, updated, deleted = task.collect_events()
+
+    assert [created.actor, updated.actor, deleted.actor] == ["alice", "bob", "carol"]
+    assert isinstance(updated, Task.Updated)
+    assert updated.previous == {
+        "priority": 3,
+        "tags": ["work"],
+        "completed": False,
+        "completed_at": None,
+    }
+
+
+def _stored(topic: str, version: int, state: dict[str, object]) -> dict[str, object]:
+    return {
+        "originator_id": uuid.uuid4(),
+        "originator_version": version,
+        "topic": topic,
+        "state": json.dumps(
+            {
+                "timestamp": {"_type_": "datetime_iso", "_data_": "2025-01-02T03:04:05+00:00"},
+                "originator_topic": "Task",
+                **state,
+            }
+        ).encode(),
+    }
+
+
+def test_events_of_the_previous_class_versions_are_upcast_with_an_unknown_actor() -> None:
+    created_v2 = _stored(
+        "TaskCreated",
+        1,
+        {
+            "class_version": 2,
+            "title": "t",
+            "description": None,
+            "priority": 3,
+            "due_date": None,
+            "tags": [],
+            "idempotency_key": None,
+            "correlation_id": "req-1",
+        },
+    )
+    updated_v1 = _stored("TaskUpdated", 2, {"changes": {"priority": 4}, "correlation_id": "r"})
+    deleted_v1 = _stored("TaskSoftDeleted", 3, {"correlation_id": "r"})
+
+    created, updated, deleted = (
+        decode(create_mapper(), row) for row in (created_v2, updated_v1, deleted_v1)
+    )
+
+    assert [created.actor, updated.actor, deleted.actor] == ["unknown"] * 3
+    assert isinstance(updated, Task.Updated)
+    assert updated.previous is None
+    assert created.correlation_id == "req-1"
+
+
+def test_the_previous_values_of_an_upcast_update_are_folded_from_the_task_before_it() -> None:
+    task = new_task(priority=2, tags=["a", "b"])
+    old = _stored("TaskUpdated", 2, {"changes": {"priority": 4, "tags": []}})
+    event = decode(create_mapper(), old)
+
+    previous = domain.previous_values(event, task)
+
+    assert previous == {"priority": 2, "tags": ["a", "b"]}
+    assert domain.previous_values(task.collect_events()[0], None) is None

@@ -6,7 +6,10 @@ import uuid
 
 import jsonschema
 import pytest
+import yaml
 
+from shared.asyncapi import render
+from shared.config import Settings
 from shared.domain import EVENT_TYPES, Task, task_to_dict
 from shared.messaging import to_cloudevent, to_message
 from tests.asyncapi import DOCUMENT, MESSAGES, validate_event
@@ -76,3 +79,47 @@ def test_an_event_that_breaks_the_document_is_refused_by_the_validator() -> None
 
     with pytest.raises(jsonschema.ValidationError):
         validate_event(envelope)
+
+
+def test_the_wire_event_carries_the_actor_and_an_updates_previous_values() -> None:
+    task = Task.create(
+        uuid.uuid4(),
+        title="Write the report",
+        description="draft",
+        priority=2,
+        due_date=None,
+        tags=["a"],
+        idempotency_key=None,
+        correlation_id="req-1",
+        actor="alice",
+    )
+    task.update({"description": None, "tags": ["b"]}, "req-2", "bob")
+    created, updated = task.collect_events()
+    first = created.mutate(None)
+    envelope = to_cloudevent(updated, 2, task_to_dict(updated.mutate(first)))
+
+    validate_event(envelope)
+    assert envelope["actor"] == "bob"
+    assert envelope["data"]["changes"] == {"description": None, "tags": ["b"]}
+    assert envelope["data"]["previous"] == {"description": "draft", "tags": ["a"]}
+
+
+def test_the_served_asyncapi_document_names_the_configured_broker_without_credentials() -> None:
+    settings = Settings(
+        exchange="other.events",
+        amqp_url="amqp://ops-user:s3cret@broker.internal:5673/prod",
+        event_log_max_age="30D",
+    )
+
+    text = render(settings)
+    document = yaml.safe_load(text)
+
+    assert "s3cret" not in text
+    assert "ops-user" not in text
+    assert document["servers"]["broker"]["host"] == "broker.internal:5673"
+    assert document["channels"]["taskEvents"]["address"] == "other.events"
+    assert document["channels"]["taskEvents"]["bindings"]["amqp"]["exchange"]["vhost"] == "prod"
+    assert document["channels"]["eventLog"]["address"] == "other.events.log"
+    assert "x-max-age 30D" in document["channels"]["eventLog"]["description"]
+    assert "tasks.events" not in text
+    assert document["components"] == DOCUMENT["components"]

@@ -1,0 +1,284 @@
+"""The event feed: stored events as the wire's CloudEvents, in position order, from the store.
+
+A page is keyset-paged on the position and reads at most `SCAN_ROWS` stored events past
+`after` when it filters, so every page costs the same however deep or however selective; a
+page that may have more (including an empty page whose window ended before the store's head)
+links to the next with `after=<last position examined>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from query_service.queries import parse_int, parse_timestamp, query_items
+from shared.domain import (
+    EVENT_TYPES,
+    EVENTS_TABLE,
+    UNKNOWN_ACTOR,
+    Task,
+    create_mapper,
+    decode,
+    previous_values,
+    task_to_dict,
+)
+from shared.errors import ValidationFailed, error_responses
+from shared.messaging import to_cloudevent
+from shared.web import get_and_head
+
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+SCAN_ROWS = 10_000
+"""Stored events a filtered page examines at most (its cost bound)."""
+MAX_TEXT = 200
+TOPICS = {kind: topic for topic, kind in EVENT_TYPES.items()}
+
+_mapper = create_mapper()
+
+
+@dataclass
+class FeedQuery:
+    after: int = 0
+    limit: int = DEFAULT_LIMIT
+    task_id: UUID | None = None
+    topics: list[str] = field(default_factory=list)
+    actor: str | None = None
+    correlation_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    given: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def filtered(self) -> bool:
+        """Filters other than the task (whose events an index finds) need a scan window."""
+        return any((self.topics, self.actor, self.correlation_id, self.since, self.until))
+
+    def next_link(self, after: int) -> str:
+        items = [("after", str(after))] + [(k, v) for k, v in self.given if k != "after"]
+        return f'</api/v1/events?{urlencode(items)}>; rel="next"'
+
+
+def _text(name: str, value: str) -> str:
+    if not 1 <= len(value) <= MAX_TEXT or not value.isprintable():
+        raise ValidationFailed({name: f"1 to {MAX_TEXT} printable characters"})
+    return value
+
+
+def _task_id(_: str, value: str) -> UUID:
+    try:
+        task_id = UUID(value)
+    except ValueError:
+        raise ValidationFailed({"task_id": "Must be a task id (UUID)"}) from None
+    if str(task_id) != value.lower():
+        raise ValidationFailed({"task_id": "Must be a task id (UUID)"})
+    return task_id
+
+
+def _types(name: str, value: str) -> list[str]:
+    topics = []
+    for item in value.split(","):
+        if item not in TOPICS:
+            raise ValidationFailed({name: f"Each must be one of {', '.join(TOPICS)}"})
+        topics.append(TOPICS[item])
+    return topics
+
+
+Parser = Callable[[str, str], Any]
+PARAMETERS: dict[str, tuple[str, Parser]] = {
+    "after": (
+        "position to continue after (default 0: from the start)",
+        lambda name, value: parse_int(name, value, 0, 2**62),
+    ),
+    "limit": (
+        f"1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}",
+        lambda name, value: parse_int(name, value, 1, MAX_LIMIT),
+    ),
+    "task_id": ("only this task's events", _task_id),
+    "type": (
+        "CloudEvent types (task.created, task.updated, task.soft_deleted), "
+        "repeatable or comma-separated",
+        _types,
+    ),
+    "actor": ("only events made with this API key name (anonymous, unknown)", _text),
+    "correlation_id": ("only events of this request (its X-Request-ID)", _text),
+    "since": ("event time at or after this timestamp (Z or an offset)", parse_timestamp),
+    "until": ("event time before this timestamp (Z or an offset)", parse_timestamp),
+}
+
+
+def parse_feed_query(items: list[tuple[str, str]]) -> FeedQuery:
+    query = FeedQuery(given=items)
+    seen: set[str] = set()
+    for name, value in items:
+        if name not in PARAMETERS:
+            raise ValidationFailed({name[:100]: "Unknown parameter"})
+        if name in seen and name != "type":
+            raise ValidationFailed({name: "Given more than once"})
+        seen.add(name)
+        parsed = PARAMETERS[name][1](name, value)
+        if name == "type":
+            query.topics.extend(parsed)
+        else:
+            setattr(query, name, parsed)
+    return query
+
+
+def feed_statement(query: FeedQuery) -> tuple[str, list[Any]]:
+    """One statement: the window's last position and size, and the matching events in it."""
+    args: list[Any] = [query.after, SCAN_ROWS if query.filtered else query.limit + 1]
+    window = "notification_id > $1"
+    if query.task_id is not None:
+        args.append(query.task_id)
+        window += f" AND originator_id = ${len(args)}"
+    conditions = ["true"]
+    if query.topics:
+        args.append(query.topics)
+        conditions.append(f"w.topic = ANY(${len(args)}::text[])")
+    stored = "convert_from(w.state, 'UTF8')::jsonb"
+    for value, expression in (
+        (query.actor, f"coalesce({stored} ->> 'actor', '{UNKNOWN_ACTOR}') = $"),
+        (query.correlation_id, f"({stored} ->> 'correlation_id') = $"),
+        (query.since, f"({stored} #>> '{{timestamp,_data_}}')::timestamptz >= $"),
+        (query.until, f"({stored} #>> '{{timestamp,_data_}}')::timestamptz < $"),
+    ):
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{expression}{len(args)}")
+    args.append(query.limit + 1)
+    sql = (
+        "WITH w AS ("
+        " SELECT notification_id, originator_id, originator_version, topic, state"
+        f" FROM {EVENTS_TABLE} WHERE {window} ORDER BY notification_id LIMIT $2) "
+        "SELECT s.scanned, s.examined, r.* FROM"
+        " (SELECT max(notification_id) AS scanned, count(*) AS examined FROM w) s"
+        " LEFT JOIN LATERAL ("
+        "  SELECT w.notification_id, w.originator_id, w.originator_version, w.topic, w.state"
+        f"  FROM w WHERE {' AND '.join(conditions)}"
+        f"  ORDER BY w.notification_id LIMIT ${len(args)}) r ON true "
+        "ORDER BY r.notification_id"
+    )
+    return sql, args
+
+
+SELECT_UP_TO = (
+    "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state "
+    f"FROM {EVENTS_TABLE} e JOIN unnest($1::uuid[], $2::bigint[]) AS w(id, upto) "
+    "ON e.originator_id = w.id AND e.originator_version <= w.upto "
+    "ORDER BY e.originator_id, e.originator_version"
+)
+
+
+async def wire_events(
+    conn: asyncpg.Pool | asyncpg.Connection, rows: Sequence[asyncpg.Record]
+) -> list[dict[str, Any]]:
+    """The CloudEvents of `rows`, in their order, each with its task folded from its history
+    exactly as the relay folds it (one query for every task of the page)."""
+    upto: dict[UUID, int] = {}
+    for row in rows:
+        upto[row["originator_id"]] = max(
+            upto.get(row["originator_id"], 0), row["originator_version"]
+        )
+    wanted = {row["notification_id"] for row in rows}
+    history = await conn.fetch(SELECT_UP_TO, list(upto), list(upto.values()))
+    envelopes: dict[int, dict[str, Any]] = {}
+    task: Task | None = None
+    for stored in history:
+        event = decode(_mapper, stored)
+        if task is not None and task.id != event.originator_id:
+            task = None
+        if stored["notification_id"] in wanted:
+            previous = previous_values(event, task)
+            task = event.mutate(task)
+            assert isinstance(task, Task)
+            envelopes[stored["notification_id"]] = to_cloudevent(
+                event, stored["notification_id"], task_to_dict(task), previous
+            )
+        else:
+            task = event.mutate(task)
+    return [envelopes[row["notification_id"]] for row in rows]
+
+
+async def feed_page(
+    conn: asyncpg.Pool | asyncpg.Connection, query: FeedQuery
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the feed and the position to continue after, None when nothing may follow."""
+    sql, args = feed_statement(query)
+    try:
+        result = await conn.fetch(sql, *args)
+    except asyncpg.UndefinedTableError:  # a store no one has written to yet
+        return [], None
+    scanned, examined = result[0]["scanned"], result[0]["examined"]
+    rows = [row for row in result if row["notification_id"] is not None]
+    page = rows[: query.limit]
+    if len(rows) > query.limit:
+        return await wire_events(conn, page), page[-1]["notification_id"]
+    window = SCAN_ROWS if query.filtered else query.limit + 1
+    following = scanned if examined >= window else None
+    return await wire_events(conn, page), following
+
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+CLOUDEVENT = {
+    "type": "object",
+    "description": "As published to RabbitMQ (the AsyncAPI document at /asyncapi.yaml)",
+    "required": ["specversion", "id", "source", "type", "subject", "time", "position", "data"],
+}
+
+
+@get_and_head(
+    router,
+    "",
+    summary="Stored events as CloudEvents, exactly as published, in position order",
+    description=(
+        "Reads the event store (never the read model), so it holds all of history. A filtered "
+        f"page examines at most {SCAN_ROWS} stored events: it may be short, or empty, and "
+        'still link to the next page. `Link: <...>; rel="next"` is present while more may '
+        "follow; a consumer at the head keeps polling with `after=<last position>`."
+    ),
+    response_model=None,
+    openapi_extra={
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": text,
+                "schema": {"type": "string"},
+            }
+            for name, (text, _) in PARAMETERS.items()
+        ]
+    },
+    responses={
+        200: {
+            "description": "A JSON array of CloudEvents (structured mode), as on the broker",
+            "content": {
+                BATCH_CONTENT_TYPE: {"schema": {"type": "array", "items": {"type": "object"}}}
+            },
+            "headers": {
+                "Link": {
+                    "description": 'the next page, rel="next", when more may follow',
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **error_responses(401, 403, 414, 422, 431, 500, 503),
+    },
+)
+async def event_feed(request: Request) -> Response:
+    query = parse_feed_query(query_items(request.scope["query_string"]))
+    events, following = await feed_page(request.app.state.store_pool, query)
+    headers = {"Cache-Control": "no-cache"}
+    if following is not None:
+        headers["Link"] = query.next_link(following)
+    body = b"[" + b",".join(orjson.dumps(event) for event in events) + b"]"
+    return Response(body, headers=headers, media_type=BATCH_CONTENT_TYPE)

@@ -3,7 +3,7 @@
 python cli.py serve              # the whole API on :8000, relay and projector inside
 python cli.py relay              # the relay alone (standbys wait for the lock)
 python cli.py migrate            # create databases, tables and broker topology
-python cli.py replay --from-position N [--to-position M] (--queue NAME | --all)
+python cli.py replay --from-position N [--to-position M] (--queue NAME [--routing-key P]... | --all)
 python cli.py rebuild            # rebuild the read table from the store, reads keep working
 python cli.py verify             # compare the read table with a replay of the store
 """
@@ -90,8 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--from-position", type=int, required=True)
     replay.add_argument("--to-position", type=int)
     target = replay.add_mutually_exclusive_group(required=True)
-    target.add_argument("--queue", help="publish to this one queue through the default exchange")
+    target.add_argument(
+        "--queue",
+        help="publish to this one existing queue, through a temporary exchange bound to it",
+    )
     target.add_argument("--all", action="store_true", help="publish to the whole exchange")
+    replay.add_argument(
+        "--routing-key",
+        action="append",
+        dest="routing_keys",
+        metavar="PATTERN",
+        help="with --queue: bind with this topic pattern (repeatable; default '#'); "
+        "events keep their own routing keys",
+    )
     commands.add_parser("openapi", help="write the whole API's OpenAPI document to stdout")
     commands.add_parser("rebuild", help="rebuild the read table from the store without downtime")
     commands.add_parser("verify", help="compare the read table with a replay of the store")
@@ -108,9 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(migrate(settings))
         return 0
     if args.command == "replay":
-        from command_service.relay import replay as run_replay
+        from command_service.replay import ReplayError
+        from command_service.replay import replay as run_replay
 
-        count = asyncio.run(run_replay(settings, args.from_position, args.to_position, args.queue))
+        if args.all and args.routing_keys:
+            parser.error("--routing-key goes with --queue (--all publishes to the exchange)")
+        patterns = args.routing_keys or ["#"]
+        try:
+            count = asyncio.run(
+                run_replay(settings, args.from_position, args.to_position, args.queue, patterns)
+            )
+        except ReplayError as error:
+            print(f"replay: {error}", file=sys.stderr)
+            return 1
         print(f"republished {count} events")
         return 0
     if args.command == "openapi":

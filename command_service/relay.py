@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -33,7 +32,6 @@ from shared.domain import (
 )
 from shared.lag import lag_behind
 from shared.messaging import connect, declare_topology, to_cloudevent, to_message
-from shared.progress import Progress
 from shared.web import get_and_head
 
 log = logging.getLogger("tasks.relay")
@@ -44,11 +42,6 @@ CACHE_SIZE = 20_000
 SELECT_AFTER = (
     "SELECT notification_id, originator_id, originator_version, topic, state "
     f"FROM {EVENTS_TABLE} WHERE notification_id > $1 ORDER BY notification_id LIMIT $2"
-)
-SELECT_RANGE = (
-    "SELECT notification_id, originator_id, originator_version, topic, state "
-    f"FROM {EVENTS_TABLE} WHERE notification_id BETWEEN $1 AND $2 "
-    "ORDER BY notification_id LIMIT $3"
 )
 SELECT_PRIOR = (
     "SELECT e.originator_id, e.originator_version, e.topic, e.state "
@@ -116,17 +109,12 @@ class TaskStates:
 async def publish(
     exchange: AbstractExchange,
     envelopes: list[tuple[dict[str, Any], Task.Event]],
-    routing_key: str | None = None,
 ) -> None:
     """Publish a batch with every confirm outstanding at once; any nack or return raises.
-
-    The routing key is the event type, or `routing_key` (a queue, on the default exchange).
-    """
+    The routing key is the event's type."""
     await asyncio.gather(
         *(
-            exchange.publish(
-                to_message(envelope, event), routing_key or envelope["type"], mandatory=True
-            )
+            exchange.publish(to_message(envelope, event), envelope["type"], mandatory=True)
             for envelope, event in envelopes
         )
     )
@@ -230,49 +218,6 @@ async def relay_task(state: Any, settings: Settings) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def replay(
-    settings: Settings,
-    from_position: int,
-    to_position: int | None,
-    queue: str | None,
-    progress_stream: Any = sys.stderr,
-) -> int:
-    """Republish stored events (same ids) to one queue, or to the whole exchange (`queue=None`)."""
-    conn = await asyncpg.connect(settings.database_url)
-    states = TaskStates()
-    count = 0
-    try:
-        total = await conn.fetchval(
-            f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id >= $1 "
-            "AND ($2::bigint IS NULL OR notification_id <= $2)",
-            from_position,
-            to_position,
-        )
-        progress = Progress("replay", int(total), progress_stream)
-        connection = await connect(settings, "replay")
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            exchange = (
-                channel.default_exchange
-                if queue is not None
-                else (await declare_topology(channel, settings))[0]
-            )
-            last = to_position if to_position is not None else 2**62
-            position = from_position
-            while position <= last:
-                rows = await conn.fetch(SELECT_RANGE, position, last, settings.relay_batch_size)
-                if not rows:
-                    break
-                await publish(exchange, await states.envelopes(conn, rows), queue)
-                count += len(rows)
-                progress.advance(len(rows))
-                position = rows[-1]["notification_id"] + 1
-            progress.advance(0, final=True)
-    finally:
-        await conn.close()
-    return count
 
 
 asyncapi_router = APIRouter(tags=["events"])

@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from command_service.relay import replay
+from command_service.replay import replay
 from projector.rebuild import rebuild, verify
 from shared.config import Settings
 from tests.asyncapi import validate_event
@@ -67,7 +67,7 @@ async def test_replay_to_one_queue_republishes_the_same_event_ids(
         first = await live.wait_for(5)
     async with BoundConsumer(settings) as catching_up:
         progress = io.StringIO()
-        count = await replay(settings, 2, 4, catching_up.queue_name, progress)
+        count = await replay(settings, 2, 4, catching_up.queue_name, progress_stream=progress)
         replayed = await catching_up.wait_for(3)
 
     assert count == 3

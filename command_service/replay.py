@@ -100,12 +100,15 @@ async def replay(
     states = TaskStates()
     count = 0
     try:
-        total = await conn.fetchval(
-            f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id >= $1 "
-            "AND ($2::bigint IS NULL OR notification_id <= $2)",
-            from_position,
-            to_position,
-        )
+        try:
+            total = await conn.fetchval(
+                f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id >= $1 "
+                "AND ($2::bigint IS NULL OR notification_id <= $2)",
+                from_position,
+                to_position,
+            )
+        except asyncpg.UndefinedTableError:
+            raise ReplayError("the database holds no event store (run migrate first)") from None
         progress = Progress("replay", int(total), progress_stream)
         connection = await connect(settings, "replay")
         async with connection, _target(connection, settings, queue, list(patterns)) as exchange:

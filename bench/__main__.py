@@ -24,7 +24,7 @@ from bench import report
 from bench.ceilings import append_ceilings, sql_round
 from bench.client import Connection
 from bench.measure import Round, summarise
-from bench.pipeline import projection_lag, rebuild_speed
+from bench.pipeline import feed_speed, projection_lag, rebuild_speed
 from bench.scenarios import PEER_RSS_MB, Files, Plan, build, drive, preflight
 from bench.seed import body_lines, deep_cursor, patch_body, seed, task_body, wait_caught_up
 from bench.stack import (
@@ -185,6 +185,10 @@ async def measure(
     )
     await wait_caught_up(probe, await store_head(settings))
 
+    log("event feed: GET /api/v1/events through the whole store, pages of 1,000")
+    results["feed"] = await feed_speed("127.0.0.1", service.port)
+    log(f"event feed: {results['feed']['events_per_second']:,.0f} events/s")
+
     log("rebuild of the read table from the store (child process)")
     results["rebuild"] = await asyncio.to_thread(in_child, rebuild_speed, settings)
     await probe.close()
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         command="python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
         database=settings.database_url.rsplit("/", 1)[1],
         exchange=settings.exchange,
-        queues=[settings.projector_queue, settings.dead_letter_queue],
+        queues=[settings.projector_queue, settings.dead_letter_queue, settings.event_log_stream],
         options={k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
         peer_rss_mb=PEER_RSS_MB,
         # Other work on the machine skews every figure; the 1-minute load shows how much.

@@ -1,4 +1,5 @@
-"""After the write: projection lag (accepted -> readable) under a steady load, and rebuild speed."""
+"""After the write: projection lag (accepted -> readable) under a steady load, the event feed
+paged through the whole store, and rebuild speed."""
 
 from __future__ import annotations
 
@@ -78,6 +79,40 @@ async def projection_lag(
         "p50_ms": percentile(ordered, 0.50) * 1000,
         "p99_ms": percentile(ordered, 0.99) * 1000,
         "max_ms": (ordered[-1] * 1000) if ordered else 0.0,
+    }
+
+
+async def feed_speed(host: str, port: int, limit: int = 1000) -> dict[str, Any]:
+    """A consumer catching up over HTTP: `GET /api/v1/events` from position 0, following
+    `Link: rel="next"` to the store's head. Keyset paging: the last page should cost what the
+    first does."""
+    connection = Connection(host, port)
+    path: str | None = f"/api/v1/events?limit={limit}"
+    events = 0
+    pages: list[float] = []
+    started = time.perf_counter()
+    try:
+        while path is not None:
+            begun = time.perf_counter()
+            reply = await connection.request("GET", path)
+            pages.append(time.perf_counter() - begun)
+            if reply.status != 200:
+                raise RuntimeError(f"GET {path} answered {reply.status}: {reply.body[:300]!r}")
+            events += len(orjson.loads(reply.body))
+            link = reply.headers.get("link")
+            path = link[1 : link.index(">")] if link else None
+    finally:
+        await connection.close()
+    seconds = time.perf_counter() - started
+    return {
+        "events": events,
+        "pages": len(pages),
+        "page_size": limit,
+        "seconds": seconds,
+        "events_per_second": events / seconds if seconds > 0 else 0.0,
+        "first_page_ms": pages[0] * 1000,
+        "last_full_page_ms": (pages[-2] if len(pages) > 1 else pages[0]) * 1000,
+        "p50_page_ms": percentile(sorted(pages), 0.50) * 1000,
     }
 
 

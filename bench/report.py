@@ -146,7 +146,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {_x(_ratio(rps, entry['ceiling']['rps']))} | {_x(_ratio(rps, http))} "
             f"| {_x(_ratio(rps, entry['peer_rps']))} | {target} | {met} |"
         )
-    lag, rebuilt = results["projection_lag"], results["rebuild"]
+    lag, rebuilt, feed = results["projection_lag"], results["rebuild"], results["feed"]
     lines += [
         "",
         "| measure | value | target | met? |",
@@ -159,6 +159,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"p50 / p99 | {lag['p50_ms']:.1f} / {lag['p99_ms']:.1f} ms"
         f"{' (' + str(len(lag['failures'])) + ' failures)' if lag['failures'] else ''} "
         f"| {_met(checks, 'projection lag')[0]} | {_met(checks, 'projection lag')[1]} |",
+        f"| event feed paging through the whole store ({feed['events']:,} events, "
+        f"{feed['pages']:,} pages of {feed['page_size']:,}; first / last full page "
+        f"{feed['first_page_ms']:.0f} / {feed['last_full_page_ms']:.0f} ms) "
+        f"| {feed['events_per_second']:,.0f} events/s | – | – |",
         f"| rebuild of {rebuilt['events']:,} events (all of it, indexes and swap included) "
         f"| {rebuilt['events_per_second']:,.0f} events/s | {_met(checks, 'rebuild')[0]} "
         f"| {_met(checks, 'rebuild')[1]} |",

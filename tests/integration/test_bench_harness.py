@@ -67,6 +67,8 @@ def test_the_harness_measures_every_scenario_and_its_ceiling_without_errors(harn
     assert results["projection_lag"]["writes"] > 0
     assert results["projection_lag"]["failures"] == []
     assert results["rebuild"]["events"] >= 200
+    assert results["feed"]["events"] >= 200
+    assert results["feed"]["events_per_second"] > 0
     assert all(mb > 0 for mb in results["rss_mb"]["service"].values())
     assert {"projection lag", "rebuild", *SCENARIOS} <= {c["what"] for c in results["targets"]}
 
@@ -81,7 +83,7 @@ def test_the_harness_writes_a_markdown_table_of_every_scenario_and_prints_it(har
     assert "| scenario | req/s | p99 | ceiling req/s | ratio to ceiling |" in table
     for entry in results["scenarios"].values():
         assert f"| {entry['label']} |" in table
-    for measure in ("projection lag", "rebuild of", "peak RSS: cli.py serve"):
+    for measure in ("projection lag", "event feed paging", "rebuild of", "peak RSS: cli.py serve"):
         assert measure in table
     assert table in harness.done.stdout
 

@@ -59,9 +59,11 @@ class FeedQuery:
     given: list[tuple[str, str]] = field(default_factory=list)
 
     @property
-    def filtered(self) -> bool:
-        """Filters other than the task (whose events an index finds) need a scan window."""
-        return any((self.topics, self.actor, self.correlation_id, self.since, self.until))
+    def window(self) -> int:
+        """Stored events one page examines: a page and one more, or, when filters other than
+        the task (whose events an index finds) may skip events, at most `SCAN_ROWS`."""
+        filtered = any((self.topics, self.actor, self.correlation_id, self.since, self.until))
+        return SCAN_ROWS if filtered else self.limit + 1
 
     def next_link(self, after: int) -> str:
         items = [("after", str(after))] + [(k, v) for k, v in self.given if k != "after"]
@@ -135,11 +137,11 @@ def parse_feed_query(items: list[tuple[str, str]]) -> FeedQuery:
 
 def feed_statement(query: FeedQuery) -> tuple[str, list[Any]]:
     """One statement: the window's last position and size, and the matching events in it."""
-    args: list[Any] = [query.after, SCAN_ROWS if query.filtered else query.limit + 1]
-    window = "notification_id > $1"
+    args: list[Any] = [query.after, query.window]
+    scope = "notification_id > $1"
     if query.task_id is not None:
         args.append(query.task_id)
-        window += f" AND originator_id = ${len(args)}"
+        scope += f" AND originator_id = ${len(args)}"
     conditions = ["true"]
     if query.topics:
         args.append(query.topics)
@@ -158,7 +160,7 @@ def feed_statement(query: FeedQuery) -> tuple[str, list[Any]]:
     sql = (
         "WITH w AS ("
         " SELECT notification_id, originator_id, originator_version, topic, state"
-        f" FROM {EVENTS_TABLE} WHERE {window} ORDER BY notification_id LIMIT $2) "
+        f" FROM {EVENTS_TABLE} WHERE {scope} ORDER BY notification_id LIMIT $2) "
         "SELECT s.scanned, s.examined, r.* FROM"
         " (SELECT max(notification_id) AS scanned, count(*) AS examined FROM w) s"
         " LEFT JOIN LATERAL ("
@@ -222,8 +224,7 @@ async def feed_page(
     page = rows[: query.limit]
     if len(rows) > query.limit:
         return await wire_events(conn, page), page[-1]["notification_id"]
-    window = SCAN_ROWS if query.filtered else query.limit + 1
-    following = scanned if examined >= window else None
+    following = scanned if examined >= query.window else None
     return await wire_events(conn, page), following
 
 

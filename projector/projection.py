@@ -1,4 +1,9 @@
-"""How an event changes the read table: an idempotent, version-ordered upsert of the full task."""
+"""How stored events change the read table: an idempotent, version-ordered upsert of the full task.
+
+A message from the broker only names a stored event (its position and id); what is applied is
+read from the event store and folded with the shared fold, so nothing a message carries can
+change a row or move the projection position past the store's head.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,23 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from importlib import resources
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import orjson
 
 from shared.config import Settings
 from shared.database import ddl_lock, ensure_database
-from shared.domain import EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
+from shared.domain import (
+    EVENTS_TABLE,
+    Task,
+    TaskDict,
+    create_mapper,
+    decode,
+    fold_stored,
+    task_to_dict,
+)
+from shared.messaging import event_id
 
 PROJECTION_LOCK_KEY = 7_301_124_003
 """Held by every apply transaction; `rebuild` holds it while it catches up and swaps tables."""
@@ -37,7 +52,7 @@ def upsert_sql(table: str = "tasks") -> str:
 
 
 class Undecodable(ValueError):
-    """A message that is not a task event: it goes to the dead-letter queue."""
+    """A message that names no stored event: it goes to the dead-letter queue."""
 
 
 @dataclass(frozen=True)
@@ -77,29 +92,163 @@ def row_of(task: dict[str, Any], position: int) -> tuple[Any, ...]:
     )
 
 
-def parse_change(body: bytes) -> Change:
-    """Decode a CloudEvent from `tasks.events`; anything malformed raises `Undecodable`."""
+@dataclass(frozen=True)
+class Reference:
+    """What the projector takes from a message: which stored event it names, nothing more."""
+
+    position: int
+    event_id: str
+
+
+def parse_reference(body: bytes) -> Reference:
+    """The position and id of a CloudEvent; anything else in the message is ignored.
+
+    A body that is not a JSON object with a positive integer `position` and a string `id`
+    raises `Undecodable`. The event itself is read from the store at that position.
+    """
     try:
         envelope = orjson.loads(body)
-        task = envelope["data"]["task"]
-        position = envelope["position"]
-        if not isinstance(position, int) or isinstance(position, bool) or position < 1:
-            raise Undecodable("position must be a positive integer")
-        if envelope.get("specversion") != "1.0":
-            raise Undecodable("not a CloudEvents 1.0 event")
-        row = row_of(task, position)
-        if not isinstance(row[12], int) or row[12] < 1:
-            raise Undecodable("task.version must be a positive integer")
-        if envelope["subject"] != task["id"] or int(envelope["sequence"]) != task["version"]:
-            raise Undecodable("subject/sequence disagree with data.task")
-        correlation = envelope.get("correlationid")
-        return Change(
-            position, task["version"], row, correlation if isinstance(correlation, str) else None
+    except orjson.JSONDecodeError as exc:
+        raise Undecodable(f"not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise Undecodable("not a JSON object")
+    position = envelope.get("position")
+    if type(position) is not int or not 1 <= position < 2**63:
+        raise Undecodable("position must be a positive 64-bit integer")
+    event_id = envelope.get("id")
+    if not isinstance(event_id, str):
+        raise Undecodable("id must be a string")
+    return Reference(position, event_id)
+
+
+STORED_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+SELECT_POSITIONS = (
+    f"SELECT {STORED_COLUMNS} FROM {EVENTS_TABLE} WHERE notification_id = ANY($1::bigint[])"
+)
+SELECT_PAGE = (
+    f"SELECT {STORED_COLUMNS} FROM {EVENTS_TABLE} WHERE notification_id > $1 "
+    "AND notification_id <= $2 ORDER BY notification_id LIMIT $3"
+)
+SELECT_BEFORE = (
+    f"SELECT {STORED_COLUMNS} FROM {EVENTS_TABLE} e "
+    "JOIN unnest($1::uuid[], $2::bigint[]) AS w(id, below) "
+    "ON e.originator_id = w.id AND e.originator_version < w.below "
+    "ORDER BY e.originator_id, e.originator_version"
+)
+
+
+async def stored_at(store: asyncpg.Connection, positions: list[int]) -> dict[int, asyncpg.Record]:
+    """The stored events at these positions (one query), by position."""
+    rows = await store.fetch(SELECT_POSITIONS, positions)
+    return {row["notification_id"]: row for row in rows}
+
+
+def stored_id(row: asyncpg.Record) -> str:
+    """The CloudEvent id the relay gives this stored event."""
+    return event_id(str(row["originator_id"]), row["originator_version"])
+
+
+def refusal(reference: Reference, row: asyncpg.Record | None) -> str | None:
+    """Why a message may not be applied (None: it names a stored event truly)."""
+    if row is None:
+        return f"position {reference.position} is not in the event store"
+    if stored_id(row) != reference.event_id:
+        return f"position {reference.position} holds another event than {reference.event_id!r}"
+    return None
+
+
+async def store_page(
+    store: asyncpg.Connection, after: int, upto: int, limit: int
+) -> list[asyncpg.Record]:
+    """At most `limit` stored events after `after` up to `upto`, in position order."""
+    return list(await store.fetch(SELECT_PAGE, after, upto, limit))
+
+
+async def store_head(store: asyncpg.Connection) -> int:
+    return int(
+        await store.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
+    )
+
+
+async def read_position(conn: asyncpg.Connection) -> int:
+    return int(
+        await conn.fetchval("SELECT position FROM projection_state WHERE name = 'projector'")
+    )
+
+
+async def _bases(
+    conn: asyncpg.Connection, store: asyncpg.Connection, rows: list[asyncpg.Record]
+) -> dict[UUID, TaskDict]:
+    """Each task's state before `rows`: its read-table row, or, when that row is missing
+    events `rows` do not bring, the task folded from the store up to them."""
+    ids = list({row["originator_id"] for row in rows})
+    docs = await conn.fetch("SELECT id, doc FROM tasks WHERE id = ANY($1::uuid[])", ids)
+    tasks: dict[UUID, TaskDict] = {doc["id"]: orjson.loads(doc["doc"]) for doc in docs}
+    first: dict[UUID, int] = {}
+    for row in rows:
+        task = tasks.get(row["originator_id"])
+        if row["originator_version"] > (task["version"] if task is not None else 0):
+            first.setdefault(row["originator_id"], row["originator_version"])
+    behind = {
+        task_id: version
+        for task_id, version in first.items()
+        if version - 1 > (tasks[task_id]["version"] if task_id in tasks else 0)
+    }
+    if behind:
+        for task_id in behind:
+            tasks.pop(task_id, None)
+        history = await store.fetch(SELECT_BEFORE, list(behind), list(behind.values()))
+        for row in history:
+            task_id = row["originator_id"]
+            tasks[task_id] = fold_stored(
+                tasks.get(task_id), task_id, row["originator_version"], row["topic"], row["state"]
+            )
+    return tasks
+
+
+async def apply_stored(
+    conn: asyncpg.Connection,
+    store: asyncpg.Connection,
+    rows: list[asyncpg.Record],
+    dead_letters: int = 0,
+    through: int = 0,
+) -> int:
+    """Fold stored events (in position order) onto the read table in one transaction.
+
+    Events at or below the projection position are skipped, and so is a version a row
+    already has. The position becomes the highest of `rows` (or `through`, a stored position
+    set aside); it never passes what the store holds. Returns the new position.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_KEY)
+        current = await read_position(conn)
+        fresh = [row for row in rows if row["notification_id"] > current]
+        changed: dict[UUID, tuple[TaskDict, int]] = {}
+        if fresh:
+            tasks = await _bases(conn, store, fresh)
+            for row in fresh:
+                task_id = row["originator_id"]
+                task = tasks.get(task_id)
+                if task is not None and task["version"] >= row["originator_version"]:
+                    continue
+                task = fold_stored(
+                    task, task_id, row["originator_version"], row["topic"], row["state"]
+                )
+                tasks[task_id] = task
+                changed[task_id] = (task, row["notification_id"])
+        if changed:
+            await conn.executemany(
+                upsert_sql(), [row_of(task, position) for task, position in changed.values()]
+            )
+        upto = max([current, through, *(row["notification_id"] for row in fresh)])
+        await conn.execute(
+            "UPDATE projection_state SET position = $1, dead_letters = dead_letters + $2 "
+            "WHERE name = 'projector'",
+            upto,
+            dead_letters,
         )
-    except Undecodable:
-        raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise Undecodable(f"{type(exc).__name__}: {exc}") from None
+        await conn.execute("SELECT pg_notify($1, $2)", PROJECTION_CHANNEL, str(upto))
+    return int(upto)
 
 
 _mapper = create_mapper()
@@ -125,44 +274,6 @@ def fold_rows(rows: list[asyncpg.Record]) -> list[Change]:
     if task is not None:
         emit(task)
     return out
-
-
-def contiguous(after: int, positions: list[int]) -> bool:
-    expected = after + 1
-    for position in sorted(positions):
-        if position != expected:
-            return False
-        expected += 1
-    return True
-
-
-async def missing_changes(
-    store: asyncpg.Connection, after: int, positions: list[int]
-) -> list[Change]:
-    """Events between `after` and the batch's end that no delivered message carried.
-
-    A broker failover can deliver position 7 before a lost 6 is republished; the projection
-    position may only pass 6 once 6 is applied, so the gap is filled from the store.
-    Notification ids also have harmless holes (rolled-back appends); those find nothing.
-    """
-    upto = max(positions)
-    ids = await store.fetch(
-        f"SELECT DISTINCT originator_id FROM {EVENTS_TABLE} WHERE notification_id > $1 "
-        "AND notification_id <= $2 AND NOT (notification_id = ANY($3::bigint[]))",
-        after,
-        upto,
-        positions,
-    )
-    if not ids:
-        return []
-    rows = await store.fetch(
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE originator_id = ANY($1::uuid[]) AND notification_id <= $2 "
-        "ORDER BY originator_id, originator_version",
-        [row["originator_id"] for row in ids],
-        upto,
-    )
-    return fold_rows(rows)
 
 
 async def apply(conn: asyncpg.Connection, changes: list[Change], dead_letters: int = 0) -> int:

@@ -44,3 +44,5 @@ CREATE TABLE IF NOT EXISTS projection_state (
     dead_letters bigint NOT NULL DEFAULT 0
 );
 INSERT INTO projection_state (name, position) VALUES ('projector', 0) ON CONFLICT DO NOTHING;
+-- Raised by every `rebuild`: the same position in another generation may be another table.
+ALTER TABLE projection_state ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0;

@@ -77,6 +77,22 @@ class Settings(BaseSettings):
     projector_prefetch: int = 1000
     projector_batch_size: int = 500
     group_commit_max: int = 100
+    # A write waits this long for its group commit, then answers 503 with Retry-After; the
+    # store decides whether it happened (a retry with the same Idempotency-Key finds it).
+    commit_wait_seconds: float = Field(default=10.0, gt=0)
+    # A commit thread busy with one batch for longer is stuck: /ready says 503, a new one starts.
+    commit_stuck_seconds: float = Field(default=30.0, gt=0)
+    # Gap repair and idle catch-up read and apply the store in pages of this many positions,
+    # one transaction each.
+    projector_repair_page: int = Field(default=1000, ge=1)
+    # Nothing delivered for this long while the store is ahead and nobody advances the
+    # projection: the projector catches up from the store (a lost last message is applied).
+    projector_idle_seconds: float = Field(default=1.0, gt=0)
+    # A relay or projector behind the store and not advancing for longer: /ready says 503.
+    stall_seconds: float = Field(default=30.0, gt=0)
+    # `?as_of` answers are cached `immutable` only for a moment at least this far in the past
+    # (an event's time is taken before its commit, which may wait behind the append lock).
+    as_of_settled_seconds: float = Field(default=60.0, ge=0)
     # Processes that fold the store in `rebuild` (one range of task ids each); 1 folds in-process.
     rebuild_workers: int = Field(default=2, ge=1, le=64)
 
@@ -114,9 +130,15 @@ class Settings(BaseSettings):
         }
 
     def eventsourcing_env(self) -> dict[str, str]:
-        """The library's `POSTGRES_*` environment, derived from `database_url`."""
+        """The library's `POSTGRES_*` environment, derived from `database_url`.
+
+        Whatever the process environment holds: the library reads `TASKS_POSTGRES_*` (its
+        application's name) before `POSTGRES_*`, so both are given. Its database functions stay
+        off: their append takes no table lock, and the relay and the projector rely on positions
+        committing in order.
+        """
         url = urlsplit(self.database_url)
-        return {
+        derived = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
             "POSTGRES_HOST": url.hostname or "127.0.0.1",
@@ -127,4 +149,7 @@ class Settings(BaseSettings):
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_PRE_PING": "y",
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
+        pinned = {f"TASKS_{key}": value for key, value in derived.items()}
+        return {**derived, **pinned}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import asyncpg
@@ -26,3 +27,24 @@ async def lag_behind(store: asyncpg.Connection | asyncpg.Pool, position: int) ->
             age = datetime.now(UTC) - decode(_mapper, oldest).timestamp
             seconds = round(max(age.total_seconds(), 0.0), 3)
     return {"positions": behind, "seconds": seconds}
+
+
+class Stall:
+    """How long a follower of the store has been behind it without advancing.
+
+    Fed by whoever observes the follower's position and the store's head; lag alone is not a
+    stall: a follower that is behind but advancing is doing its job.
+    """
+
+    def __init__(self) -> None:
+        self.position: int | None = None
+        self.since = time.monotonic()
+
+    def observe(self, position: int, behind: int) -> float:
+        """Seconds behind without advancing (0 when caught up or advancing)."""
+        now = time.monotonic()
+        if behind <= 0 or position != self.position:
+            self.position = position
+            self.since = now
+            return 0.0
+        return now - self.since

@@ -207,8 +207,9 @@ def make_app(
             name, ok, extra = await check(request.app.state)
             body["checks"][name] = "ok" if ok else "failing"
             if not ok:
-                failed[name] = "unreachable"
-            body.update(extra)
+                # A check names what failed (a part that stopped doing its job); else unreachable.
+                failed[name] = str(extra.get("failure", "unreachable"))
+            body.update({key: value for key, value in extra.items() if key != "failure"})
         if failed:
             return error_response(503, failed)
         return json_response(body)

@@ -17,7 +17,7 @@ import sys
 
 from fastapi import FastAPI
 
-from command_service.api import WRITE_SCHEMAS, BodyGate, event_store
+from command_service.api import WRITE_SCHEMAS, BodyGate, commit_ready, event_store
 from command_service.api import router as write_router
 from command_service.relay import asyncapi_router, relay_ready, relay_task
 from projector.consumer import projector_ready, projector_task
@@ -37,7 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings,
         [read_router, events_router, write_router, asyncapi_router],
         [event_store, projector_task, read_pools, relay_task],
-        [postgres_check, rabbitmq_check, relay_ready, projector_ready],
+        [postgres_check, commit_ready, rabbitmq_check, relay_ready, projector_ready],
         WRITE_SCHEMAS,
         [(BodyGate, {"max_bytes": settings.max_body_bytes})],
     )

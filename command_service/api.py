@@ -327,6 +327,15 @@ async def event_store(state: Any, settings: Settings) -> AsyncIterator[None]:
         await asyncio.to_thread(state.tasks.close)
 
 
+async def commit_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
+    """503 while the group-commit thread is dead or stuck (it is replaced when found so)."""
+    application: TaskApplication | None = getattr(state, "tasks", None)
+    problem = application.committer.problem() if application is not None else None
+    if problem is not None:
+        return "commit", False, {"failure": f"the group-commit thread {problem}; restarted"}
+    return "commit", True, {}
+
+
 def create_app(settings: Settings) -> FastAPI:
     resources: list[Resource] = [event_store]
     if settings.run_relay:
@@ -336,7 +345,8 @@ def create_app(settings: Settings) -> FastAPI:
         settings,
         [router, asyncapi_router, whole_api_router],
         resources,
-        [postgres_check] + ([rabbitmq_check, relay_ready] if settings.run_relay else []),
+        [postgres_check, commit_ready]
+        + ([rabbitmq_check, relay_ready] if settings.run_relay else []),
         WRITE_SCHEMAS,
         # Inside the request-id and metrics middleware, so 413 and 415 are counted and echo it.
         [(BodyGate, {"max_bytes": settings.max_body_bytes})],

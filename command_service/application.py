@@ -53,10 +53,13 @@ class TaskApplication(Application[UUID]):
     def __init__(self, settings: Settings | None = None, env: dict[str, str] | None = None) -> None:
         base = settings.eventsourcing_env() if settings is not None else {}
         super().__init__(env={**base, **(env or {})})
+        settings = settings or Settings()
         self.committer = GroupCommit(
             self.save,
-            settings.group_commit_max if settings is not None else 100,
+            settings.group_commit_max,
             recorded=self.already_recorded,
+            wait_seconds=settings.commit_wait_seconds,
+            stuck_seconds=settings.commit_stuck_seconds,
         )
 
     @property

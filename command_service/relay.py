@@ -30,7 +30,7 @@ from shared.domain import (
     previous_values,
     task_to_dict,
 )
-from shared.lag import lag_behind
+from shared.lag import Stall, lag_behind
 from shared.messaging import connect, declare_topology, to_cloudevent, to_message
 from shared.web import get_and_head
 
@@ -127,6 +127,9 @@ class Relay:
         self.position = 0
         self.active = False
         self.published = 0
+        self.standby = False
+        self.stall = Stall()
+        self.recorded = 0
 
     async def lag(self) -> dict[str, float]:
         """Lag of what has been published (by whichever relay is active) behind the store."""
@@ -135,7 +138,8 @@ class Relay:
             recorded = await conn.fetchval(
                 "SELECT position FROM relay_position WHERE name = 'relay'"
             )
-            return await lag_behind(conn, int(recorded or 0))
+            self.recorded = int(recorded or 0)
+            return await lag_behind(conn, self.recorded)
         finally:
             await conn.close()
 
@@ -159,8 +163,10 @@ class Relay:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             # Standby: poll for the lock; the holder's connection ending releases it.
+            self.standby = True
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):  # noqa: ASYNC110
                 await asyncio.sleep(1.0)
+            self.standby = False
             wake = asyncio.Event()
             await conn.add_listener(EVENTS_TABLE, lambda *_: wake.set())
             connection = await connect(self.settings, "relay")
@@ -175,7 +181,7 @@ class Relay:
                 log.info("relay active", extra={"position": self.position})
                 await self._follow(conn, exchange, wake)
         finally:
-            self.active = False
+            self.active = self.standby = False
             await conn.close()
 
     async def _follow(
@@ -197,13 +203,20 @@ class Relay:
 
 
 async def relay_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
-    """Relay lag for `/ready` (lag alone never makes a process unready)."""
+    """Relay lag for `/ready`: lag alone is fine, but the active relay behind the store and not
+    publishing for longer than `stall_seconds` (failing or stuck) is not ready; a standby,
+    waiting for the lock, is not the one publishing."""
     relay: Relay = state.relay
     try:
         lag = await relay.lag()
     except (OSError, asyncpg.PostgresError):
         return "relay", True, {}
-    return "relay", True, {"relay_lag": lag, "relay_active": relay.active}
+    extra: dict[str, Any] = {"relay_lag": lag, "relay_active": relay.active}
+    stalled = relay.stall.observe(relay.recorded, 0 if relay.standby else int(lag["positions"]))
+    if stalled > relay.settings.stall_seconds:
+        extra["failure"] = f"behind the store and not publishing for {stalled:.0f} s"
+        return "relay", False, extra
+    return "relay", True, extra
 
 
 @contextlib.asynccontextmanager

@@ -257,8 +257,10 @@ async def _catch_up_and_swap(store: asyncpg.Connection, read: asyncpg.Connection
                 end,
             )
             await read.executemany(upsert_sql(NEW_TABLE), [c.row for c in fold_rows(rows)])
+        # What was rebuilt, not `greatest`: a position past the store's head is not kept. A new
+        # generation: remembered totals of the old table no longer hold, even at this position.
         position = await read.fetchval(
-            "UPDATE projection_state SET position = greatest(position, $1) "
+            "UPDATE projection_state SET position = $1, generation = generation + 1 "
             "WHERE name = 'projector' RETURNING position",
             end,
         )

@@ -8,7 +8,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -238,12 +238,12 @@ async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[
     if known is not None and known >= state.watcher.position:
         rows = await state.read_pool.fetch(statements.page_sql, *statements.args)
         position = rows[0]["position"]
-        total = totals.total(statements.total_key, position)
+        total = totals.total(statements.total_key, position, rows[0]["generation"])
         if total is not None:
             return position, total, rows
     rows = await state.read_pool.fetch(statements.sql, *statements.args)
     position, total = rows[0]["position"], rows[0]["total"]
-    totals.remember(statements.total_key, position, total)
+    totals.remember(statements.total_key, position, total, rows[0]["generation"])
     return position, total, rows
 
 
@@ -358,7 +358,10 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     task = await store.state_at(request.app.state.store_pool, uuid, version, as_of)
     if task is None:
         raise NotFound()
-    settled = as_of is None or as_of < datetime.now(UTC)
+    # An event's time is taken before its commit (which may wait behind the append lock), so
+    # only a moment the safe margin ago is settled; a version, once stored, never changes.
+    margin = timedelta(seconds=request.app.state.settings.as_of_settled_seconds)
+    settled = as_of is None or as_of < datetime.now(UTC) - margin
     headers = {
         "ETag": f'"{task["version"]}"',
         "Cache-Control": "max-age=31536000, immutable" if settled else "no-cache",

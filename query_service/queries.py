@@ -416,14 +416,18 @@ def list_statements(query: ListQuery) -> ListStatement:
         f"page.k_{name} {'DESC' if d else 'ASC'}{' NULLS LAST' if SORT_COLUMNS[name][1] else ''}"
         for name, d in query.sort
     )
-    state = "(SELECT position FROM projection_state WHERE name = 'projector') AS state"
+    state = "(SELECT position, generation FROM projection_state WHERE name = 'projector') AS state"
     tail = f" LEFT JOIN LATERAL ({page}) AS page ON true ORDER BY {outer_order}, page.id ASC"
     return ListStatement(
         sql=(
-            f"SELECT state.position, total.n AS total, page.doc, page.id{key_names} FROM {state}"
+            f"SELECT state.position, state.generation, total.n AS total, page.doc,"
+            f" page.id{key_names} FROM {state}"
             f" CROSS JOIN (SELECT count(*) AS n FROM tasks WHERE {where}) AS total{tail}"
         ),
-        page_sql=f"SELECT state.position, page.doc, page.id{key_names} FROM {state}{tail}",
+        page_sql=(
+            f"SELECT state.position, state.generation, page.doc, page.id{key_names}"
+            f" FROM {state}{tail}"
+        ),
         args=sql.args,
         total_key=total_key,
     )

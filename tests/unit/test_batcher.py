@@ -108,3 +108,54 @@ def test_an_aggregate_with_nothing_to_save_is_refused() -> None:
     with pytest.raises(ValueError, match="nothing to commit"):
         committer.commit(Aggregate())
     committer.close()
+
+
+class Crash(BaseException):
+    """Something no `except Exception` catches: it ends the commit thread."""
+
+
+# The thread's death is the point of this test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_commit_thread_that_dies_answers_its_batch_and_is_replaced() -> None:
+    store = Store()
+    store.gate.set()
+    crashes = [Crash("thread killed")]
+
+    def save(*events: Any) -> list[Recording]:
+        if crashes:
+            raise crashes.pop()
+        return store.save(*events)
+
+    committer = GroupCommit(save, wait_seconds=5)
+
+    with pytest.raises(Crash):
+        committer.commit(Aggregate("lost"))
+    committer._thread.join(5)  # the thread ended with the crash
+
+    assert committer.problem() == "died"
+    assert committer.commit(Aggregate("later")) == 1
+    assert committer.problem() is None
+    committer.close()
+
+
+def test_a_stuck_commit_thread_is_reported_and_a_new_one_serves_later_commands() -> None:
+    release = threading.Event()
+    store = Store()
+    store.gate.set()
+
+    def save(*events: Any) -> list[Recording]:
+        if "slow" in events:
+            release.wait(10)
+        return store.save(*events)
+
+    committer = GroupCommit(save, wait_seconds=0.2, stuck_seconds=0.1)
+
+    with pytest.raises(Exception, match="not confirmed in time") as waited:
+        committer.commit(Aggregate("slow"))
+    assert waited.value.status == 503  # type: ignore[attr-defined]
+    assert waited.value.headers == {"Retry-After": "1"}  # type: ignore[attr-defined]
+    assert committer.problem() == "stuck"
+    assert committer.commit(Aggregate("later")) == 1
+    release.set()
+    committer.close()
+    assert store.saved == ["later", "slow"]  # the store decided: the slow one happened too

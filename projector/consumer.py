@@ -187,9 +187,11 @@ class Projector:
                     rejects.append((message, reason))
         for message, reason in rejects:
             await self._dead_letter(channel, message.body, message, reason)
-        # Re-read: another projector (before a takeover) or a rebuild may have moved it.
-        self.position = await read_position(conn)
         fresh = sorted(position for position in named if position > self.position)
+        if fresh and fresh[-1] - self.position != len(fresh):
+            # Another projector (before a takeover) or a rebuild may have moved the position.
+            self.position = await read_position(conn)
+            fresh = [position for position in fresh if position > self.position]
         if fresh and fresh[-1] - self.position != len(fresh):
             # A gap (lost or not yet redelivered messages): fill it from the store, paged.
             await self._catch_up(conn, channel, store, fresh[-1], len(rejects))

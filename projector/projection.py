@@ -176,14 +176,24 @@ async def read_position(conn: asyncpg.Connection) -> int:
     )
 
 
-async def _bases(
-    conn: asyncpg.Connection, store: asyncpg.Connection, rows: list[asyncpg.Record]
-) -> dict[UUID, TaskDict]:
-    """Each task's state before `rows`: its read-table row, or, when that row is missing
-    events `rows` do not bring, the task folded from the store up to them."""
-    ids = list({row["originator_id"] for row in rows})
-    docs = await conn.fetch("SELECT id, doc FROM tasks WHERE id = ANY($1::uuid[])", ids)
-    tasks: dict[UUID, TaskDict] = {doc["id"]: orjson.loads(doc["doc"]) for doc in docs}
+async def _position_and_rows(
+    conn: asyncpg.Connection, ids: list[UUID]
+) -> tuple[int, dict[UUID, TaskDict]]:
+    """The projection position and the read-table rows of these tasks, in one round trip."""
+    records = await conn.fetch(
+        "SELECT s.position, t.id, t.doc FROM projection_state s "
+        "LEFT JOIN tasks t ON t.id = ANY($1::uuid[]) WHERE s.name = 'projector'",
+        ids,
+    )
+    tasks = {r["id"]: orjson.loads(r["doc"]) for r in records if r["id"] is not None}
+    return int(records[0]["position"]), tasks
+
+
+async def _fill_behind(
+    store: asyncpg.Connection, tasks: dict[UUID, TaskDict], rows: list[asyncpg.Record]
+) -> None:
+    """A task whose read-table row is missing events before `rows` (a damaged or lagging row)
+    is folded from its stored history up to them instead."""
     first: dict[UUID, int] = {}
     for row in rows:
         task = tasks.get(row["originator_id"])
@@ -194,16 +204,16 @@ async def _bases(
         for task_id, version in first.items()
         if version - 1 > (tasks[task_id]["version"] if task_id in tasks else 0)
     }
-    if behind:
-        for task_id in behind:
-            tasks.pop(task_id, None)
-        history = await store.fetch(SELECT_BEFORE, list(behind), list(behind.values()))
-        for row in history:
-            task_id = row["originator_id"]
-            tasks[task_id] = fold_stored(
-                tasks.get(task_id), task_id, row["originator_version"], row["topic"], row["state"]
-            )
-    return tasks
+    if not behind:
+        return
+    for task_id in behind:
+        tasks.pop(task_id, None)
+    history = await store.fetch(SELECT_BEFORE, list(behind), list(behind.values()))
+    for row in history:
+        task_id = row["originator_id"]
+        tasks[task_id] = fold_stored(
+            tasks.get(task_id), task_id, row["originator_version"], row["topic"], row["state"]
+        )
 
 
 async def apply_stored(
@@ -221,11 +231,13 @@ async def apply_stored(
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_KEY)
-        current = await read_position(conn)
+        current, tasks = await _position_and_rows(
+            conn, list({row["originator_id"] for row in rows})
+        )
         fresh = [row for row in rows if row["notification_id"] > current]
         changed: dict[UUID, tuple[TaskDict, int]] = {}
         if fresh:
-            tasks = await _bases(conn, store, fresh)
+            await _fill_behind(store, tasks, fresh)
             for row in fresh:
                 task_id = row["originator_id"]
                 task = tasks.get(task_id)
@@ -240,15 +252,16 @@ async def apply_stored(
             await conn.executemany(
                 upsert_sql(), [row_of(task, position) for task, position in changed.values()]
             )
-        upto = max([current, through, *(row["notification_id"] for row in fresh)])
+        upto = int(max([current, through, *(row["notification_id"] for row in fresh)]))
         await conn.execute(
-            "UPDATE projection_state SET position = $1, dead_letters = dead_letters + $2 "
-            "WHERE name = 'projector'",
+            "WITH moved AS (UPDATE projection_state SET position = $1, "
+            "dead_letters = dead_letters + $2 WHERE name = 'projector' RETURNING position) "
+            "SELECT pg_notify($3, position::text) FROM moved",
             upto,
             dead_letters,
+            PROJECTION_CHANNEL,
         )
-        await conn.execute("SELECT pg_notify($1, $2)", PROJECTION_CHANNEL, str(upto))
-    return int(upto)
+    return upto
 
 
 _mapper = create_mapper()

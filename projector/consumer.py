@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -231,6 +232,17 @@ class Projector:
             self.dead_lettered += 1
             return
         self.applied += len(rows)
+        if log.isEnabledFor(logging.DEBUG):
+            for row in rows:
+                log.debug(
+                    "applied event",
+                    extra={
+                        "correlation_id": _correlation_id(row["state"]),
+                        "task_id": str(row["originator_id"]),
+                        "version": row["originator_version"],
+                        "position": row["notification_id"],
+                    },
+                )
 
     async def _catch_up(
         self,
@@ -283,6 +295,14 @@ class Projector:
             ),
             routing_key=self.settings.dead_letter_queue,
         )
+
+
+def _correlation_id(state: bytes) -> Any:
+    """The correlation id a stored event carries, for the DEBUG log line (None if unreadable)."""
+    try:
+        return json.loads(state).get("correlation_id")
+    except ValueError:
+        return None
 
 
 async def projector_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:

@@ -120,7 +120,7 @@ async def test_a_cancelled_waiter_is_skipped_and_the_commands_after_it_are_answe
         await locker.execute("LOCK TABLE tasks_events IN EXCLUSIVE MODE")
 
         def task(title: str) -> Any:
-            return _new_task(uuid.uuid4(), {**FIELDS, "title": title}, None, None)
+            return _new_task(uuid.uuid4(), {**FIELDS, "title": title}, None, None, "test")
 
         first = asyncio.create_task(app.committer.commit_async(task("first")))
         await asyncio.sleep(0.5)  # the commit thread now waits for the table lock

@@ -45,7 +45,7 @@ def seed(settings: Settings, count: int, chunk: int = 1000) -> None:
     try:
         for start in range(0, count, chunk):
             tasks = [
-                _new_task(uuid.uuid4(), {**FIELDS, "title": f"seeded {n}"}, None, None)
+                _new_task(uuid.uuid4(), {**FIELDS, "title": f"seeded {n}"}, None, None, "test")
                 for n in range(start, min(start + chunk, count))
             ]
             app.save(*tasks)

@@ -154,8 +154,11 @@ def test_a_stuck_commit_thread_is_reported_and_a_new_one_serves_later_commands()
         committer.commit(Aggregate("slow"))
     assert waited.value.status == 503  # type: ignore[attr-defined]
     assert waited.value.headers == {"Retry-After": "1"}  # type: ignore[attr-defined]
+    stuck = committer._thread
     assert committer.problem() == "stuck"
     assert committer.commit(Aggregate("later")) == 1
     release.set()
+    stuck.join(10)  # the old thread finishes its batch, then ends
     committer.close()
+    assert not stuck.is_alive()
     assert store.saved == ["later", "slow"]  # the store decided: the slow one happened too

@@ -33,7 +33,7 @@ GET_STATEMENT = (
 def list_query(settings: Settings, params: list[tuple[str, str]]) -> Statement:
     """The statement the query service runs for these list parameters (built by its own code)."""
     query = parse_list_query(
-        params, max_offset=settings.max_offset, secret=settings.cursor_secret.encode()
+        params, max_offset=settings.max_offset, secret=(settings.cursor_secret or "bench").encode()
     )
     statement, args = list_statement(query)
     return lambda: (statement, args)

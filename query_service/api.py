@@ -19,11 +19,10 @@ from starlette.responses import Response
 
 from query_service import history as store
 from query_service.events import router as events_router
+from query_service.cursors import load_secret
 from query_service.queries import (
     PARAMETERS,
     ListQuery,
-    cursor_values,
-    encode_cursor,
     list_statements,
     parse_int,
     parse_list_query,
@@ -41,7 +40,7 @@ from shared.web import Resource, get_and_head, json_response, make_app, raw_json
 log = logging.getLogger("tasks.query")
 
 PROJECTION_CHANNEL = "tasks_projection"
-TASK_PARAMETERS = frozenset({"version", "as_of", "min_position"})
+TASK_PARAMETERS = frozenset({"version", "as_of", "min_position", "include_deleted"})
 HISTORY_PARAMETERS = frozenset({"min_position", "after_version", "limit"})
 
 
@@ -186,10 +185,11 @@ LIST_PARAMETERS = [
 )
 async def list_tasks(request: Request) -> Response:
     settings: Settings = request.app.state.settings
+    secret: bytes = request.app.state.cursor_secret
     query = parse_list_query(
         query_items(request.scope["query_string"]),
         max_offset=settings.max_offset,
-        secret=settings.cursor_secret.encode(),
+        secret=secret,
     )
     await _await_position(request, _min_position(request, query.min_position))
     try:
@@ -201,13 +201,8 @@ async def list_tasks(request: Request) -> Response:
     page = [row for row in rows if row["doc"] is not None]
     more = len(page) > query.limit
     page = page[: query.limit]
-    next_cursor = None
-    if more:
-        next_cursor = encode_cursor(
-            cursor_values(query, page[-1]),
-            query.fingerprint(settings.cursor_secret.encode()),
-            settings.cursor_secret.encode(),
-        )
+    next_cursor = query.next_cursor(page[-1], secret) if more else None
+    links = _page_links(query, next_cursor)
     body = (
         b'{"items":['
         + ",".join(row["doc"] for row in page).encode()
@@ -219,10 +214,23 @@ async def list_tasks(request: Request) -> Response:
         + orjson.dumps(query.offset)
         + b',"next_cursor":'
         + orjson.dumps(next_cursor)
+        + b',"next":'
+        + orjson.dumps(links.get("next"))
         + b"}"
     )
     request.app.state.watcher.advance(position)
-    return raw_json_response(body, headers=_reading(position))
+    extra = {"Link": ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())}
+    return raw_json_response(body, headers=_reading(position, extra if links else None))
+
+
+def _page_links(query: ListQuery, next_cursor: str | None) -> dict[str, str]:
+    """`next` by cursor (it carries the walk); `prev` on an offset page after the first."""
+    links: dict[str, str] = {}
+    if next_cursor is not None:
+        links["next"] = query.page_url(cursor=next_cursor)
+    if query.offset:
+        links["prev"] = query.page_url(offset=max(0, query.offset - query.limit))
+    return links
 
 
 async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[asyncpg.Record]]:
@@ -317,6 +325,8 @@ async def get_task(task_id: str, request: Request) -> Response:
     if "version" in params and "as_of" in params:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
     minimum = _requested_position(request, params)
+    # Time travel answers deleted tasks anyway (marked deleted); the value is still checked.
+    include_deleted = "include_deleted" in params and _bool_param(params, "include_deleted")
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
     uuid = _task_id(task_id)
@@ -324,8 +334,9 @@ async def get_task(task_id: str, request: Request) -> Response:
     try:
         row = await request.app.state.read_pool.fetchrow(
             "SELECT s.position, t.doc, t.version FROM projection_state s "
-            "LEFT JOIN tasks t ON t.id = $1 AND NOT t.deleted WHERE s.name = 'projector'",
+            "LEFT JOIN tasks t ON t.id = $1 AND (NOT t.deleted OR $2) WHERE s.name = 'projector'",
             uuid,
+            include_deleted,
         )
     except asyncpg.UndefinedTableError:
         raise ServiceUnavailable(
@@ -340,6 +351,12 @@ async def get_task(task_id: str, request: Request) -> Response:
     if _matches(request.headers.get("if-none-match"), row["version"]):
         return Response(status_code=304, headers=headers)
     return raw_json_response(row["doc"].encode(), headers=headers)
+
+
+def _bool_param(params: dict[str, str], name: str) -> bool:
+    if params[name] not in ("true", "false"):
+        raise ValidationFailed({name: "Must be true or false"})
+    return params[name] == "true"
 
 
 def _matches(header: str | None, version: int) -> bool:
@@ -465,6 +482,7 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
             settings.database_url, min_size=1, max_size=4, reset=_keep_session
         )
     )
+    state.cursor_secret = await load_secret(settings)
     state.totals = TotalCache()
     state.watcher = PositionWatcher(settings, state.read_pool)
     state.watcher.advance(await state.watcher.read())

@@ -282,6 +282,8 @@ def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: b
             _walk(carried, _collect(walk))
         except ValidationFailed:
             raise invalid() from None
+        if any(name in WALK_EXCLUDED for name, _ in walk):
+            raise invalid()
         if query.walk and query.walk_key() != carried.walk_key():
             raise invalid("From another filter or sort: send the cursor alone to continue")
         query.filters, query.include_deleted = carried.filters, carried.include_deleted

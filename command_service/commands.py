@@ -26,7 +26,8 @@ from shared.web import valid_token
 # ASCII digits only: `\d` would also match other scripts' digits.
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # C0 controls but tab and newline, DEL, C1 controls, and surrogates (a lone one survives parsing).
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+FORBIDDEN_CHARACTERS = r"\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff"
+_FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARACTERS}]")
 _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -144,6 +145,41 @@ class TaskPatch(BaseModel):
     _description = field_validator("description")(check_description)
     _due_date = field_validator("due_date")(parse_due_date)
     _tags = field_validator("tags")(dedupe_tags)
+
+
+def _trimmed(most: int, also_refused: str = "") -> str:
+    """A JSON Schema pattern (Python's `\\s` is what `str.strip` trims) for text that holds 1 to
+    `most` characters once trimmed, and no refused character."""
+    refused = FORBIDDEN_CHARACTERS + also_refused
+    return rf"^\s*[^\s{refused}](?:[^{refused}]{{0,{most - 2}}}[^\s{refused}])?\s*$"
+
+
+TITLE_PATTERN = _trimmed(MAX_TITLE)
+TAG_PATTERN = _trimmed(MAX_TAG, ",")
+TEXT_PATTERN = f"^[^{FORBIDDEN_CHARACTERS}]*$"
+DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema, with what its validators check said in JSON Schema's words."""
+    schema = model.model_json_schema()
+    fields = schema["properties"]
+    text = {"type": "string", "pattern": TEXT_PATTERN, "maxLength": MAX_DESCRIPTION}
+    date = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
+    exact: dict[str, dict[str, Any]] = {
+        "title": {"type": "string", "pattern": TITLE_PATTERN},
+        "description": {"anyOf": [text, {"type": "null"}]},
+        "due_date": {"anyOf": [date, {"type": "null"}]},
+        "tags": {
+            "type": "array",
+            "items": {"type": "string", "pattern": TAG_PATTERN},
+            "maxItems": MAX_TAGS,
+        },
+    }
+    for name, replacement in exact.items():
+        kept = {k: v for k, v in fields[name].items() if k in ("default", "description", "title")}
+        fields[name] = {**replacement, **kept}
+    return schema
 
 
 def _refuse_constant(name: str) -> None:

@@ -21,6 +21,8 @@ from query_service import history as store
 from query_service.events import router as events_router
 from query_service.cursors import load_secret
 from query_service.queries import (
+    MAX_POSITION,
+    PARAMETER_SCHEMAS,
     PARAMETERS,
     ListQuery,
     list_statements,
@@ -34,6 +36,7 @@ from shared.config import Settings
 from shared.domain import EVENTS_TABLE
 from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
 from shared.health import postgres_check
+from shared.openapi import HISTORY_EXAMPLE, TASK_CONTENT, TASK_EXAMPLE
 from shared.server import from_environment
 from shared.web import Resource, get_and_head, json_response, make_app, raw_json_response
 
@@ -126,7 +129,7 @@ def _min_position(request: Request, param: int | None) -> int | None:
     header = request.headers.get("x-min-position")
     value = param
     if header is not None:
-        value = max(value or 0, parse_int("X-Min-Position", header, 0, 2**62))
+        value = max(value or 0, parse_int("X-Min-Position", header, 0, MAX_POSITION))
     return value
 
 
@@ -134,7 +137,7 @@ def _requested_position(request: Request, params: dict[str, str]) -> int | None:
     """As `_min_position`, with `min_position` taken from already collected parameters."""
     given = params.get("min_position")
     return _min_position(
-        request, parse_int("min_position", given, 0, 2**62) if given is not None else None
+        request, parse_int("min_position", given, 0, MAX_POSITION) if given is not None else None
     )
 
 
@@ -150,12 +153,22 @@ def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, st
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
 READ_ERRORS = error_responses(401, 403, 404, 414, 422, 431, 500, 503)
+POSITION = {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}
 MIN_POSITION_HEADER = {
     "name": "X-Min-Position",
     "in": "header",
     "required": False,
-    "description": "wait until the read model reaches this position (read-your-writes)",
-    "schema": {"type": "integer", "minimum": 0},
+    "description": "wait until the read model reaches this position (read-your-writes; the "
+    "larger of this, min_position and the tasks_position cookie counts); 422 beyond the "
+    "store's last position",
+    "schema": POSITION,
+}
+MIN_POSITION = {
+    "name": "min_position",
+    "in": "query",
+    "required": False,
+    "description": PARAMETERS["min_position"],
+    "schema": POSITION,
 }
 LIST_PARAMETERS = [
     {
@@ -163,22 +176,67 @@ LIST_PARAMETERS = [
         "in": "query",
         "required": False,
         "description": text,
-        "schema": {"type": "string"},
+        "schema": PARAMETER_SCHEMAS[name],
     }
     for name, text in PARAMETERS.items()
 ] + [MIN_POSITION_HEADER]
+TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "description": "the task's id (canonical 8-4-4-4-12 form; any other string is 404)",
+    "schema": {"type": "string", "format": "uuid"},
+}
+READ_HEADERS: dict[str, Any] = {
+    "X-Projection-Position": {
+        "description": "how far the read model had caught up when the read ran",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+TASK_HEADERS: dict[str, Any] = {
+    **READ_HEADERS,
+    "ETag": {
+        "description": "the task's version in quotes",
+        "schema": {"type": "string", "pattern": '^"[1-9][0-9]*"$'},
+    },
+}
+PAGE_EXAMPLE = {
+    "items": [TASK_EXAMPLE],
+    "total": 21,
+    "limit": 20,
+    "offset": 0,
+    "next_cursor": "q2xk...",
+    "next": "/api/v1/tasks?cursor=q2xk...",
+}
 
 
 @get_and_head(
     router,
     "",
     summary="Search, filter, sort and paginate tasks",
+    description="`cursor` and `offset` exclude each other; `sort=relevance` needs `q`; a sort "
+    'key given twice is 422. Every page links to the next (`Link: rel="next"`, and `next` '
+    'in the body) and an offset page after the first to the previous (`rel="prev"`).',
+    operation_id="listTasks",
     response_model=None,
     openapi_extra={"parameters": LIST_PARAMETERS},
     responses={
         200: {
             "description": "A page of tasks",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPage"}}},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/TaskPage"},
+                    "example": PAGE_EXAMPLE,
+                }
+            },
+            "headers": {
+                **READ_HEADERS,
+                "Link": {
+                    "description": 'the next page (rel="next") and, on an offset page after '
+                    'the first, the previous one (rel="prev"); absent on a last first page',
+                    "schema": {"type": "string"},
+                },
+            },
         },
         **READ_ERRORS,
     },
@@ -261,7 +319,7 @@ _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 def _task_id(raw: str) -> UUID:
     """The canonical hyphenated form only, as on write; anything else is an unknown task."""
     if not _ID.fullmatch(raw):
-        raise NotFound()
+        raise NotFound(f"No task {raw[:100]}: not a task id")
     return UUID(raw)
 
 
@@ -280,27 +338,39 @@ def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) 
     router,
     "/{task_id}",
     summary="A task, or its state at a version or moment (time travel)",
+    description="`version` and `as_of` exclude each other (both is 422); either answers from "
+    "the event store, deleted states included.",
+    operation_id="getTask",
     response_model=None,
     openapi_extra={
         "parameters": [
+            TASK_ID,
             {
                 "name": "version",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "integer", "minimum": 1},
+                "description": "time travel: the task as it was at this version (404 above the "
+                "current one); not with as_of; needs a key when keys are set",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_POSITION},
             },
             {
                 "name": "as_of",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string", "format": "date-time"},
+                "description": "time travel: the task after every event at or before this "
+                "moment (a timestamp with Z or an offset); not with version; needs a key when "
+                "keys are set",
+                "schema": PARAMETER_SCHEMAS["created_after"],
             },
             {
-                "name": "min_position",
+                "name": "include_deleted",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "integer", "minimum": 0},
+                "description": "true also answers a soft-deleted task (marked deleted); needs a "
+                "key when keys are set",
+                "schema": {"type": "boolean"},
             },
+            MIN_POSITION,
             MIN_POSITION_HEADER,
             {
                 "name": "If-None-Match",
@@ -312,11 +382,8 @@ def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) 
         ]
     },
     responses={
-        200: {
-            "description": "The task",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
-        },
-        304: {"description": "Not modified"},
+        200: {"description": "The task", "content": TASK_CONTENT, "headers": TASK_HEADERS},
+        304: {"description": "Not modified (If-None-Match matched)", "headers": TASK_HEADERS},
         **READ_ERRORS,
     },
 )
@@ -345,7 +412,10 @@ async def get_task(task_id: str, request: Request) -> Response:
     position = row["position"]
     request.app.state.watcher.advance(position)
     if row["doc"] is None:
-        raise NotFound(headers={"X-Projection-Position": str(position)})
+        raise NotFound(
+            f"No task {uuid} (unknown, or deleted: include_deleted=true shows deleted tasks)",
+            headers={"X-Projection-Position": str(position)},
+        )
     etag = f'"{row["version"]}"'
     headers = _reading(position, {"ETag": etag})
     if _matches(request.headers.get("if-none-match"), row["version"]):
@@ -369,12 +439,15 @@ def _matches(header: str | None, version: int) -> bool:
 
 
 async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -> Response:
-    version = parse_int("version", params["version"], 1, 2**62) if "version" in params else None
+    version = (
+        parse_int("version", params["version"], 1, MAX_POSITION) if "version" in params else None
+    )
     as_of = parse_timestamp("as_of", params["as_of"]) if "as_of" in params else None
     uuid = _task_id(task_id)
     task = await store.state_at(request.app.state.store_pool, uuid, version, as_of)
     if task is None:
-        raise NotFound()
+        moment = f"version {version}" if version is not None else f"as_of {params['as_of']}"
+        raise NotFound(f"Task {uuid} has no state at {moment}")
     settled = as_of is None or as_of < datetime.now(UTC)
     headers = {
         "ETag": f'"{task["version"]}"',
@@ -390,16 +463,18 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     router,
     "/{task_id}/history",
     summary="Every event of a task, in version order (audit replay)",
+    operation_id="getTaskHistory",
     response_model=None,
     openapi_extra={
         "parameters": [
+            TASK_ID,
             {
                 "name": "min_position",
                 "in": "query",
                 "required": False,
                 "description": "accepted for symmetry with other reads; history reads the "
                 "store, so it answers at once",
-                "schema": {"type": "integer", "minimum": 0},
+                "schema": POSITION,
             },
             {
                 **MIN_POSITION_HEADER,
@@ -410,7 +485,7 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
                 "in": "query",
                 "required": False,
                 "description": "the page starts after this version (default 0)",
-                "schema": {"type": "integer", "minimum": 0},
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
             },
             {
                 "name": "limit",
@@ -425,7 +500,12 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     responses={
         200: {
             "description": "The task's events, a page at a time",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/History"}}},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/History"},
+                    "example": HISTORY_EXAMPLE,
+                }
+            },
             "headers": {
                 "Link": {
                     "description": 'the next page, rel="next", when more events follow',
@@ -440,14 +520,14 @@ async def task_history(task_id: str, request: Request) -> Response:
     params = _single_params(request, HISTORY_PARAMETERS)
     # Validated like every read's; the store already holds every acknowledged write.
     _requested_position(request, params)
-    after = parse_int("after_version", params.get("after_version", "0"), 0, 2**62)
+    after = parse_int("after_version", params.get("after_version", "0"), 0, MAX_POSITION)
     limit = parse_int(
         "limit", params.get("limit", str(store.HISTORY_LIMIT)), 1, store.MAX_HISTORY_LIMIT
     )
     uuid = _task_id(task_id)
     found = await store.history(request.app.state.store_pool, uuid, after, limit)
     if found is None:
-        raise NotFound()
+        raise NotFound(f"No task {task_id} has ever existed")
     body, more = found
     headers = {"Cache-Control": "no-cache"}
     if more:

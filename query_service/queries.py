@@ -13,7 +13,10 @@ from uuid import UUID
 import orjson
 
 from query_service.cursors import decode_cursor, encode_cursor, invalid
+from shared.config import Settings
 from shared.errors import ValidationFailed
+
+DEFAULT_MAX_OFFSET: int = Settings.model_fields["max_offset"].default
 
 # As on write: C0 controls but tab and newline, DEL, C1 controls, and lone surrogates.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -21,6 +24,7 @@ _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # (`\d` also takes other scripts' digits, which int() then reads).
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _INT = re.compile(r"[0-9]{1,18}")
+_CONTROL = r"\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff"
 _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
@@ -29,7 +33,8 @@ MAX_Q = 200
 MAX_TAG = 50
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
-MAX_POSITION = 2**62
+MAX_POSITION = 10**18 - 1
+"""The largest position a parameter or header may name (18 digits)."""
 LIST_PATH = "/api/v1/tasks"
 
 # Sort key → (SQL expression, nullable). Expressions never come from input. Titles compare
@@ -69,8 +74,51 @@ PARAMETERS: dict[str, str] = {
     "offset": "0 to the maximum offset setting, default 0; not with cursor",
     "cursor": "opaque cursor from next_cursor (or the next link); it carries the filter and "
     "sort, so it continues the walk alone; other filter or sort parameters, or offset, are 422",
-    "min_position": "wait until the read model reaches this position",
+    "min_position": "wait until the read model reaches this position (read-your-writes); 422 "
+    "beyond the store's last position, 503 with Retry-After if not reached in time",
 }
+
+
+def _csv_pattern(item: str) -> str:
+    return f"^{item}(?:,{item}){{0,{MAX_CSV - 1}}}$"
+
+
+_BOOLEAN: dict[str, Any] = {"type": "boolean"}
+_TIMESTAMP_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": f"^{_TIMESTAMP.pattern}$",
+}
+_DATE_SCHEMA: dict[str, Any] = {"type": "string", "format": "date", "pattern": f"^{_DATE.pattern}$"}
+_SORT_KEY = f"\\s*-?(?:{'|'.join(SORT_COLUMNS)})\\s*"
+_TAG_ITEM = f"\\s*[^,\\s{_CONTROL}](?:[^,{_CONTROL}]{{0,{MAX_TAG - 2}}}[^,\\s{_CONTROL}])?\\s*"
+
+PARAMETER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "completed": _BOOLEAN,
+    "priority": {"type": "string", "pattern": _csv_pattern("\\s*0{0,17}[1-5]\\s*")},
+    "priority_min": {"type": "integer", "minimum": 1, "maximum": 5},
+    "priority_max": {"type": "integer", "minimum": 1, "maximum": 5},
+    "tags": {"type": "string", "pattern": _csv_pattern(_TAG_ITEM)},
+    "tags_all": {"type": "string", "pattern": _csv_pattern(_TAG_ITEM)},
+    "due_before": _DATE_SCHEMA,
+    "due_after": _DATE_SCHEMA,
+    "overdue": _BOOLEAN,
+    "has_due_date": _BOOLEAN,
+    "q": {"type": "string", "minLength": 1, "maxLength": MAX_Q, "pattern": f"^[^{_CONTROL}]*$"},
+    "created_after": _TIMESTAMP_SCHEMA,
+    "created_before": _TIMESTAMP_SCHEMA,
+    "updated_after": _TIMESTAMP_SCHEMA,
+    "include_deleted": _BOOLEAN,
+    "sort": {"type": "string", "pattern": _csv_pattern(_SORT_KEY)},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    # The setting's default: a deployment that changes it serves another maximum.
+    "offset": {"type": "integer", "minimum": 0, "maximum": DEFAULT_MAX_OFFSET, "default": 0},
+    "cursor": {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_=-]+$"},
+    "min_position": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
+}
+"""Each list parameter's JSON Schema, from the constants and patterns its parser uses. What
+JSON Schema cannot say is in the descriptions: a sort key given twice, `relevance` without `q`,
+`cursor` with `offset`, and the maximum offset (a setting)."""
 
 
 @dataclass

@@ -191,12 +191,18 @@ def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, An
     }
 
 
-_TAG = '(?:W/)?"[\\x21\\x23-\\x7e\\x80-\\xff]*"'
+# obs-text (\\x80-\\xff) is accepted too, but left out here: header generators cannot send it.
+_TAG = '(?:W/)?"[\\x21\\x23-\\x7e]*"'
 IF_MATCH = _header(
     "If-Match",
     "*, an entity tag (the task's version in quotes, as in its ETag; W/ tags compare alike), "
     "or a comma-separated list of them; a malformed header is 422, a mismatch 412",
-    {"type": "string", "pattern": f"^\\s*(?:\\*|{_TAG}\\s*(?:,\\s*{_TAG}\\s*)*)\\s*$"},
+    {
+        "type": "string",
+        # Spaces and tabs (HTTP's optional whitespace) around tags and commas.
+        "pattern": f"^[ \\t]*(?:\\*|{_TAG}[ \\t]*(?:,[ \\t]*{_TAG}[ \\t]*)*)$",
+        "example": '"1"',
+    },
 )
 IDEMPOTENCY_KEY = _header(
     "Idempotency-Key",

@@ -26,8 +26,10 @@ from shared.web import valid_token
 # ASCII digits only: `\d` would also match other scripts' digits.
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # C0 controls but tab and newline, DEL, C1 controls, and surrogates (a lone one survives parsing).
-FORBIDDEN_CHARACTERS = r"\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff"
-_FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARACTERS}]")
+# (In JSON Schema patterns without the surrogates: a string with a lone one is no valid JSON text
+# for most tools, and schemathesis drops a pattern that names them.)
+CONTROL_CHARACTERS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
+_FORBIDDEN = re.compile(f"[{CONTROL_CHARACTERS}\\ud800-\\udfff]")
 _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -147,16 +149,17 @@ class TaskPatch(BaseModel):
     _tags = field_validator("tags")(dedupe_tags)
 
 
-def _trimmed(most: int, also_refused: str = "") -> str:
-    """A JSON Schema pattern (Python's `\\s` is what `str.strip` trims) for text that holds 1 to
-    `most` characters once trimmed, and no refused character."""
-    refused = FORBIDDEN_CHARACTERS + also_refused
-    return rf"^\s*[^\s{refused}](?:[^{refused}]{{0,{most - 2}}}[^\s{refused}])?\s*$"
+def trimmed_pattern(most: int, also_refused: str = "") -> str:
+    """A JSON Schema pattern for text that holds 1 to `most` characters once trimmed (Python's
+    `\\s` is what `str.strip` trims), and no control character."""
+    refused = CONTROL_CHARACTERS + also_refused
+    space = f"[^\\S{CONTROL_CHARACTERS}]"
+    return rf"{space}*[^\s{refused}](?:[^{refused}]{{0,{most - 2}}}[^\s{refused}])?{space}*"
 
 
-TITLE_PATTERN = _trimmed(MAX_TITLE)
-TAG_PATTERN = _trimmed(MAX_TAG, ",")
-TEXT_PATTERN = f"^[^{FORBIDDEN_CHARACTERS}]*$"
+TITLE_PATTERN = f"^{trimmed_pattern(MAX_TITLE)}$"
+TAG_PATTERN = f"^{trimmed_pattern(MAX_TAG, ',')}$"
+TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}]*$"
 DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 

@@ -24,7 +24,10 @@ _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # (`\d` also takes other scripts' digits, which int() then reads).
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _INT = re.compile(r"[0-9]{1,18}")
-_CONTROL = r"\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff"
+# The controls `_FORBIDDEN` refuses, for JSON Schema patterns (a query string holds no lone
+# surrogate: it is not UTF-8), and the whitespace `strip` trims that is no such control.
+_CONTROL = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
+_SPACE = f"[^\\S{_CONTROL}]*"
 _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
@@ -90,12 +93,14 @@ _TIMESTAMP_SCHEMA: dict[str, Any] = {
     "pattern": f"^{_TIMESTAMP.pattern}$",
 }
 _DATE_SCHEMA: dict[str, Any] = {"type": "string", "format": "date", "pattern": f"^{_DATE.pattern}$"}
-_SORT_KEY = f"\\s*-?(?:{'|'.join(SORT_COLUMNS)})\\s*"
-_TAG_ITEM = f"\\s*[^,\\s{_CONTROL}](?:[^,{_CONTROL}]{{0,{MAX_TAG - 2}}}[^,\\s{_CONTROL}])?\\s*"
+_SORT_KEY = f"{_SPACE}-?(?:{'|'.join(SORT_COLUMNS)}){_SPACE}"
+_TAG_ITEM = (
+    f"{_SPACE}[^,\\s{_CONTROL}](?:[^,{_CONTROL}]{{0,{MAX_TAG - 2}}}[^,\\s{_CONTROL}])?{_SPACE}"
+)
 
 PARAMETER_SCHEMAS: dict[str, dict[str, Any]] = {
     "completed": _BOOLEAN,
-    "priority": {"type": "string", "pattern": _csv_pattern("\\s*0{0,17}[1-5]\\s*")},
+    "priority": {"type": "string", "pattern": _csv_pattern(f"{_SPACE}0{{0,17}}[1-5]{_SPACE}")},
     "priority_min": {"type": "integer", "minimum": 1, "maximum": 5},
     "priority_max": {"type": "integer", "minimum": 1, "maximum": 5},
     "tags": {"type": "string", "pattern": _csv_pattern(_TAG_ITEM)},
@@ -110,9 +115,11 @@ PARAMETER_SCHEMAS: dict[str, dict[str, Any]] = {
     "updated_after": _TIMESTAMP_SCHEMA,
     "include_deleted": _BOOLEAN,
     "sort": {"type": "string", "pattern": _csv_pattern(_SORT_KEY)},
-    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    # Defaults are in the descriptions only: a client generated from a `default` would send it,
+    # and an offset sent with a cursor is 422.
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
     # The setting's default: a deployment that changes it serves another maximum.
-    "offset": {"type": "integer", "minimum": 0, "maximum": DEFAULT_MAX_OFFSET, "default": 0},
+    "offset": {"type": "integer", "minimum": 0, "maximum": DEFAULT_MAX_OFFSET},
     "cursor": {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_=-]+$"},
     "min_position": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
 }

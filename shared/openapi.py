@@ -6,9 +6,9 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.responses import Response
 
+from shared.docs import redoc_page, swagger_page
 from shared.errors import ADVICE, ERROR_SCHEMA, TITLES
 from shared.web import get_and_head
 
@@ -311,9 +311,9 @@ async def whole_api_document() -> Response:
 
 @get_and_head(whole_api_router, "/whole/docs")
 async def whole_api_swagger() -> Response:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="Tasks API")
+    return swagger_page("/openapi.json", "Tasks API")
 
 
 @get_and_head(whole_api_router, "/whole/redoc")
 async def whole_api_redoc() -> Response:
-    return get_redoc_html(openapi_url="/openapi.json", title="Tasks API")
+    return redoc_page("/openapi.json", "Tasks API")

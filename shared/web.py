@@ -170,6 +170,7 @@ def make_app(
 ) -> FastAPI:
     """One FastAPI app: the routers, the error handlers, the resources opened in its lifespan."""
     from shared.auth import ApiKeyGate
+    from shared.docs import docs_router
     from shared.errors import error_response, install_error_handlers
     from shared.limits import RequestLimits, request_limits
     from shared.openapi import COMMON_SCHEMAS, READY_RESPONSES, finish_document
@@ -188,12 +189,16 @@ def make_app(
         redirect_slashes=False,
         # No per-request OpenTelemetry lookups: this service exports Prometheus metrics.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Served by shared/docs.py from packaged assets, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     metrics = Metrics(app.state)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
+    app.include_router(docs_router(title))
 
     @get_and_head(
         app,

@@ -191,8 +191,9 @@ def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, An
     }
 
 
-# obs-text (\\x80-\\xff) is accepted too, but left out here: header generators cannot send it.
-_TAG = '(?:W/)?"[\\x21\\x23-\\x7e]*"'
+# The tags this service parses: no comma inside (it splits the list on commas); obs-text
+# (\\x80-\\xff) is accepted too, but left out here: header generators cannot send it.
+_TAG = '(?:W/)?"[\\x21\\x23-\\x2b\\x2d-\\x7e]*"'
 IF_MATCH = _header(
     "If-Match",
     "*, an entity tag (the task's version in quotes, as in its ETag; W/ tags compare alike), "

@@ -69,7 +69,25 @@ def test_a_generated_client_creates_lists_reads_updates_and_deletes_a_task(
     list_tasks = importlib.import_module(f"{tasks_read.__name__}.list_tasks")
     get_task = importlib.import_module(f"{tasks_read.__name__}.get_task")
     models = importlib.import_module(f"{generated.__name__}.models")
-    client = generated.AuthenticatedClient(base_url=server.url, token=KEY)
+    with (
+        generated.AuthenticatedClient(base_url=server.url, token=KEY) as client,
+        generated.Client(base_url=server.url) as anonymous,
+    ):
+        walk_through(
+            client, anonymous, create_task, update_task, delete_task, list_tasks, get_task, models
+        )
+
+
+def walk_through(
+    client: Any,
+    anonymous: Any,
+    create_task: Any,
+    update_task: Any,
+    delete_task: Any,
+    list_tasks: Any,
+    get_task: Any,
+    models: Any,
+) -> None:
 
     created = create_task.sync_detailed(
         client=client, body=models.TaskCreate(title="Generated", priority=4, tags=["client"])
@@ -106,8 +124,6 @@ def test_a_generated_client_creates_lists_reads_updates_and_deletes_a_task(
         return bool(answer.status_code == 404)
 
     assert gone()  # the read waits for the deletion's position itself
-    refused = create_task.sync_detailed(
-        client=generated.Client(base_url=server.url), body=models.TaskCreate(title="anonymous")
-    )
+    refused = create_task.sync_detailed(client=anonymous, body=models.TaskCreate(title="anonymous"))
     assert refused.status_code == 401
     assert set(refused.parsed.details.to_dict()) == {"Authorization"}

@@ -18,8 +18,8 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from query_service import history as store
-from query_service.events import router as events_router
 from query_service.cursors import load_secret
+from query_service.events import router as events_router
 from query_service.queries import (
     MAX_POSITION,
     PARAMETER_SCHEMAS,

@@ -26,12 +26,13 @@ Statement = Callable[[], tuple[str, list[Any]]]
 # Kept in step with `query_service.api.get_task` by hand: the route writes it inline.
 GET_STATEMENT = (
     "SELECT s.position, t.doc, t.version FROM projection_state s "
-    "LEFT JOIN tasks t ON t.id = $1 AND NOT t.deleted WHERE s.name = 'projector'"
+    "LEFT JOIN tasks t ON t.id = $1 AND (NOT t.deleted OR $2) WHERE s.name = 'projector'"
 )
 
 
 def list_query(settings: Settings, params: list[tuple[str, str]]) -> Statement:
     """The statement the query service runs for these list parameters (built by its own code)."""
+    assert settings.cursor_secret, "bench_settings sets the cursor secret the service signs with"
     query = parse_list_query(
         params, max_offset=settings.max_offset, secret=settings.cursor_secret.encode()
     )
@@ -41,7 +42,7 @@ def list_query(settings: Settings, params: list[tuple[str, str]]) -> Statement:
 
 def get_query(ids: list[str], rng: random.Random) -> Statement:
     uuids = [uuid.UUID(value) for value in ids]
-    return lambda: (GET_STATEMENT, [rng.choice(uuids)])
+    return lambda: (GET_STATEMENT, [rng.choice(uuids), False])
 
 
 async def sql_round(

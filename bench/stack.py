@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -46,6 +47,8 @@ def bench_settings(base_database_url: str, amqp_url: str) -> Settings:
         dead_letter_queue=f"bench.{suffix}.projector.dlq",
         port=free_port(),
         log_level="WARNING",
+        # Set, so the ceiling statements can decode the cursors the service hands out.
+        cursor_secret=secrets.token_urlsafe(32),
     )
 
 

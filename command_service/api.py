@@ -18,6 +18,7 @@ from command_service.application import TaskApplication, WriteResult, migrate_st
 from command_service.commands import (
     TaskCreate,
     TaskPatch,
+    body_schema,
     check_idempotency_key,
     is_task_id,
     parse_if_match,
@@ -29,7 +30,7 @@ from shared.auth import actor
 from shared.config import Settings
 from shared.errors import NotFound, error_response, error_responses
 from shared.health import postgres_check, rabbitmq_check
-from shared.openapi import whole_api_router
+from shared.openapi import TASK_CONTENT, whole_api_router
 from shared.server import from_environment
 from shared.web import Resource, json_response, make_app, request_id_var
 
@@ -64,14 +65,16 @@ class BodyGate:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await self._discard(receive, int(length) if length.isdigit() else 0)
-            await _reply(scope, receive, send, 413)
+            await _reply(scope, receive, send, 413, self._too_large())
             return
         media = headers.get(b"content-type", b"").decode("latin-1").lower()
         kind, _, params = media.partition(";")
         charset = params.replace(" ", "").replace("\t", "")
         accepted = MEDIA_TYPES.get(scope["method"])
         if accepted is not None and (kind.strip() not in accepted or charset not in CHARSETS):
-            await _reply(scope, receive, send, 415)
+            types = " or ".join(sorted(accepted))
+            advice = {"Content-Type": f"Send {types}, with charset=utf-8 or no charset"}
+            await _reply(scope, receive, send, 415, advice)
             return
         chunks: list[bytes] = []
         size = 0
@@ -85,7 +88,7 @@ class BodyGate:
             if size > self.max_bytes:
                 if message.get("more_body", False):
                     await self._discard(receive, 0)
-                await _reply(scope, receive, send, 413)
+                await _reply(scope, receive, send, 413, self._too_large())
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -100,6 +103,9 @@ class BodyGate:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"Bodies are limited to {self.max_bytes} bytes"
 
     async def _discard(self, receive: Receive, declared: int) -> None:
         """Read (without keeping) a refused body a sender is still writing, up to a bound.
@@ -129,14 +135,16 @@ def _routed(scope: Scope) -> bool:
     return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)
 
 
-async def _reply(scope: Scope, receive: Receive, send: Send, status: int) -> None:
-    response = error_response(status, None, {"Connection": "close"} if status == 413 else None)
+async def _reply(
+    scope: Scope, receive: Receive, send: Send, status: int, details: dict[str, str] | str
+) -> None:
+    response = error_response(status, details, {"Connection": "close"} if status == 413 else None)
     await response(scope, receive, send)
 
 
 def _task_id(raw: str) -> UUID:
     if not is_task_id(raw):
-        raise NotFound()
+        raise NotFound(f"No task {raw[:100]}: not a task id")
     return UUID(raw)
 
 
@@ -169,10 +177,7 @@ def _body_schema(model: type[Any], media_types: tuple[str, ...]) -> dict[str, An
 
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (write)"])
-WRITE_SCHEMAS = {
-    "TaskCreate": TaskCreate.model_json_schema(),
-    "TaskPatch": TaskPatch.model_json_schema(),
-}
+WRITE_SCHEMAS = {"TaskCreate": body_schema(TaskCreate), "TaskPatch": body_schema(TaskPatch)}
 WRITE_ERRORS = error_responses(401, 403, 408, 413, 414, 415, 422, 431, 500)
 
 
@@ -186,18 +191,41 @@ def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, An
     }
 
 
+# The tags this service parses: no comma inside (it splits the list on commas); obs-text
+# (\\x80-\\xff) is accepted too, but left out here: header generators cannot send it.
+_TAG = '(?:W/)?"[\\x21\\x23-\\x2b\\x2d-\\x7e]*"'
 IF_MATCH = _header(
-    "If-Match", "*, an ETag, or a list of them; a mismatch is 412", {"type": "string"}
+    "If-Match",
+    "*, an entity tag (the task's version in quotes, as in its ETag; W/ tags compare alike), "
+    "or a comma-separated list of them; a malformed header is 422, a mismatch 412",
+    {
+        "type": "string",
+        # Spaces and tabs (HTTP's optional whitespace) around tags and commas.
+        "pattern": f"^[ \\t]*(?:\\*|{_TAG}[ \\t]*(?:,[ \\t]*{_TAG}[ \\t]*)*)$",
+        "example": '"1"',
+    },
 )
 IDEMPOTENCY_KEY = _header(
     "Idempotency-Key",
-    "a retry with the same key and body returns the original answer",
+    "1 to 200 visible ASCII characters: a retry with the same key and an equal body returns "
+    "the original answer and appends nothing; the same key with another body is 422",
     {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
 )
+TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "description": "the task's id (canonical 8-4-4-4-12 form; any other string is 404)",
+    "schema": {"type": "string", "format": "uuid"},
+}
 WRITTEN_HEADERS = {
-    "ETag": {"description": "the task's new version", "schema": {"type": "string"}},
+    "ETag": {
+        "description": "the task's version after the write, in quotes",
+        "schema": {"type": "string", "pattern": '^"[1-9][0-9]*"$'},
+    },
     "X-Event-Position": {
-        "description": "global position of the event (read-your-writes)",
+        "description": "global position of the event appended (for a no-op, the task's last "
+        "event; for an idempotent replay, the original one): read-your-writes",
         "schema": {"type": "integer", "minimum": 1},
     },
 }
@@ -206,10 +234,10 @@ WRITTEN_HEADERS = {
 def _links(task_id: str, *targets: str) -> dict[str, Any]:
     """OpenAPI links from a write to what can follow it on the same task (stateful fuzzing)."""
     operations = {
-        "GetTask": "get_task_api_v1_tasks__task_id__get",
-        "UpdateTask": "update_task_api_v1_tasks__task_id__patch",
-        "DeleteTask": "delete_task_api_v1_tasks__task_id__delete",
-        "GetHistory": "task_history_api_v1_tasks__task_id__history_get",
+        "GetTask": "getTask",
+        "UpdateTask": "updateTask",
+        "DeleteTask": "deleteTask",
+        "GetHistory": "getTaskHistory",
     }
     links: dict[str, Any] = {}
     for name in targets:
@@ -224,6 +252,7 @@ def _links(task_id: str, *targets: str) -> dict[str, Any]:
     "",
     status_code=201,
     summary="Create a task",
+    operation_id="createTask",
     response_model=None,
     openapi_extra={
         **_body_schema(TaskCreate, ("application/json",)),
@@ -232,9 +261,12 @@ def _links(task_id: str, *targets: str) -> dict[str, Any]:
     responses={
         201: {
             "description": "Created",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
+            "content": TASK_CONTENT,
             "headers": {
-                "Location": {"description": "the task's URL", "schema": {"type": "string"}},
+                "Location": {
+                    "description": "the task's URL, /api/v1/tasks/{id}",
+                    "schema": {"type": "string"},
+                },
                 **WRITTEN_HEADERS,
             },
             "links": _links(
@@ -256,15 +288,16 @@ async def create_task(request: Request) -> Response:
 @router.patch(
     "/{task_id}",
     summary="Update some fields of a task",
+    operation_id="updateTask",
     response_model=None,
     openapi_extra={
         **_body_schema(TaskPatch, ("application/json", "application/merge-patch+json")),
-        "parameters": [IF_MATCH],
+        "parameters": [TASK_ID, IF_MATCH],
     },
     responses={
         200: {
-            "description": "Updated",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
+            "description": "Updated (or, for a body that changes nothing, the current task)",
+            "content": TASK_CONTENT,
             "headers": WRITTEN_HEADERS,
             "links": _links(
                 "$response.body#/id", "GetTask", "UpdateTask", "DeleteTask", "GetHistory"
@@ -292,8 +325,9 @@ async def update_task(task_id: str, request: Request) -> Response:
     "/{task_id}",
     status_code=204,
     summary="Soft-delete a task",
+    operation_id="deleteTask",
     response_model=None,
-    openapi_extra={"parameters": [IF_MATCH]},
+    openapi_extra={"parameters": [TASK_ID, IF_MATCH]},
     responses={
         204: {
             "description": "Deleted",

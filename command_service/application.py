@@ -182,10 +182,10 @@ class TaskApplication(Application[UUID]):
         try:
             task: Task = self.repository.get(task_id)
         except AggregateNotFoundError:
-            raise NotFound() from None
+            raise NotFound(f"No task {task_id}") from None
         assert isinstance(task, Task)
         if task.deleted:
-            raise NotFound()
+            raise NotFound(f"No task {task_id}: it was deleted (its history stays readable)")
         return task
 
     def already_recorded(self, events: Sequence[Any]) -> int | None:

@@ -26,7 +26,10 @@ from shared.web import valid_token
 # ASCII digits only: `\d` would also match other scripts' digits.
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # C0 controls but tab and newline, DEL, C1 controls, and surrogates (a lone one survives parsing).
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# (In JSON Schema patterns without the surrogates: a string with a lone one is no valid JSON text
+# for most tools, and schemathesis drops a pattern that names them.)
+CONTROL_CHARACTERS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
+_FORBIDDEN = re.compile(f"[{CONTROL_CHARACTERS}\\ud800-\\udfff]")
 _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -144,6 +147,42 @@ class TaskPatch(BaseModel):
     _description = field_validator("description")(check_description)
     _due_date = field_validator("due_date")(parse_due_date)
     _tags = field_validator("tags")(dedupe_tags)
+
+
+def trimmed_pattern(most: int, also_refused: str = "") -> str:
+    """A JSON Schema pattern for text that holds 1 to `most` characters once trimmed (Python's
+    `\\s` is what `str.strip` trims), and no control character."""
+    refused = CONTROL_CHARACTERS + also_refused
+    space = f"[^\\S{CONTROL_CHARACTERS}]"
+    return rf"{space}*[^\s{refused}](?:[^{refused}]{{0,{most - 2}}}[^\s{refused}])?{space}*"
+
+
+TITLE_PATTERN = f"^{trimmed_pattern(MAX_TITLE)}$"
+TAG_PATTERN = f"^{trimmed_pattern(MAX_TAG, ',')}$"
+TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}]*$"
+DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema, with what its validators check said in JSON Schema's words."""
+    schema = model.model_json_schema()
+    fields = schema["properties"]
+    text = {"type": "string", "pattern": TEXT_PATTERN, "maxLength": MAX_DESCRIPTION}
+    date = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
+    exact: dict[str, dict[str, Any]] = {
+        "title": {"type": "string", "pattern": TITLE_PATTERN},
+        "description": {"anyOf": [text, {"type": "null"}]},
+        "due_date": {"anyOf": [date, {"type": "null"}]},
+        "tags": {
+            "type": "array",
+            "items": {"type": "string", "pattern": TAG_PATTERN},
+            "maxItems": MAX_TAGS,
+        },
+    }
+    for name, replacement in exact.items():
+        kept = {k: v for k, v in fields[name].items() if k in ("default", "description", "title")}
+        fields[name] = {**replacement, **kept}
+    return schema
 
 
 def _refuse_constant(name: str) -> None:

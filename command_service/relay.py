@@ -240,11 +240,14 @@ asyncapi_router = APIRouter(tags=["events"])
     asyncapi_router,
     "/asyncapi.yaml",
     summary="The AsyncAPI document of the events published to RabbitMQ",
+    operation_id="getAsyncApi",
     response_class=Response,
     responses={
         200: {
             "description": "AsyncAPI 3.0 in YAML",
-            "content": {"application/yaml": {"schema": {"type": "object"}}},
+            "content": {
+                "application/yaml": {"schema": {"type": "object"}, "example": {"asyncapi": "3.0.0"}}
+            },
         }
     },
 )

@@ -1,5 +1,26 @@
 -- The read model: one row per task, exactly the REST representation in `doc`,
 -- typed columns for filtering and sorting, indexes for every filter and sort.
+-- Applied at every start (under a DDL lock): each statement is idempotent, and the DO blocks
+-- bring an older table up to date.
+
+-- `sort=title` order: case- and accent-insensitive (ICU's root locale at primary strength, so
+-- "apple" = "Apple" and "eclair" = "éclair", ties broken by id). A server built without ICU
+-- falls back to the database's own libc locale: ordered by it, but case and accents break ties.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'title_order') THEN
+        BEGIN
+            CREATE COLLATION title_order
+                (provider = icu, locale = 'und-u-ks-level1', deterministic = false);
+        EXCEPTION WHEN feature_not_supported OR invalid_parameter_value OR undefined_object THEN
+            EXECUTE format(
+                'CREATE COLLATION title_order (provider = libc, locale = %L)',
+                (SELECT datcollate FROM pg_database WHERE datname = current_database())
+            );
+        END;
+    END IF;
+END $$;
+
 CREATE TABLE IF NOT EXISTS tasks (
     id            uuid PRIMARY KEY,
     title         text COLLATE "C" NOT NULL,
@@ -16,10 +37,32 @@ CREATE TABLE IF NOT EXISTS tasks (
     version       integer NOT NULL,
     position      bigint NOT NULL,
     doc           text NOT NULL,
+    -- For `q`: the stemmed (English) words with their positions, and the exact (simple) words
+    -- without (strip): they serve a search of stop words only and the prefix of the last word,
+    -- and no phrase can match across the two halves.
     search        tsvector GENERATED ALWAYS AS (
-                      to_tsvector('simple', title || ' ' || coalesce(description, ''))
+                      to_tsvector('english', title || ' ' || coalesce(description, ''))
+                      || strip(to_tsvector('simple', title || ' ' || coalesce(description, '')))
                   ) STORED
 );
+
+-- A table from before stemming: its search column (and the index on it) built anew.
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_attrdef d
+        JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+        WHERE d.adrelid = 'tasks'::regclass AND a.attname = 'search'
+          AND pg_get_expr(d.adbin, d.adrelid) NOT LIKE '%english%'
+    ) THEN
+        DROP INDEX IF EXISTS tasks_search;
+        ALTER TABLE tasks DROP COLUMN search;
+        ALTER TABLE tasks ADD COLUMN search tsvector GENERATED ALWAYS AS (
+            to_tsvector('english', title || ' ' || coalesce(description, ''))
+            || strip(to_tsvector('simple', title || ' ' || coalesce(description, '')))
+        ) STORED;
+    END IF;
+END $$;
 
 -- Live rows only: soft-deleted tasks are never scanned by ordinary reads.
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at DESC, id) WHERE NOT deleted;
@@ -29,7 +72,9 @@ CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_date, id) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS tasks_due_desc ON tasks (due_date DESC NULLS LAST, id) WHERE NOT deleted;
 -- `overdue=true` (due before today, not completed): its count is an index-only range scan.
 CREATE INDEX IF NOT EXISTS tasks_open_due ON tasks (due_date, id) WHERE NOT deleted AND NOT completed;
-CREATE INDEX IF NOT EXISTS tasks_title ON tasks (title, id) WHERE NOT deleted;
+-- The byte-order title index of earlier releases serves no query any more.
+DROP INDEX IF EXISTS tasks_title;
+CREATE INDEX IF NOT EXISTS tasks_title_order ON tasks (title COLLATE title_order, id) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS tasks_priority ON tasks (priority, created_at DESC, id) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS tasks_priority_due ON tasks (priority, due_date, id) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS tasks_completed ON tasks (completed, created_at DESC, id) WHERE NOT deleted;

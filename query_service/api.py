@@ -18,12 +18,13 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from query_service import history as store
+from query_service.cursors import load_secret
 from query_service.events import router as events_router
 from query_service.queries import (
+    MAX_POSITION,
+    PARAMETER_SCHEMAS,
     PARAMETERS,
     ListQuery,
-    cursor_values,
-    encode_cursor,
     list_statements,
     parse_int,
     parse_list_query,
@@ -35,13 +36,14 @@ from shared.config import Settings
 from shared.domain import EVENTS_TABLE
 from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
 from shared.health import postgres_check
+from shared.openapi import HISTORY_EXAMPLE, TASK_CONTENT, TASK_EXAMPLE
 from shared.server import from_environment
 from shared.web import Resource, get_and_head, json_response, make_app, raw_json_response
 
 log = logging.getLogger("tasks.query")
 
 PROJECTION_CHANNEL = "tasks_projection"
-TASK_PARAMETERS = frozenset({"version", "as_of", "min_position"})
+TASK_PARAMETERS = frozenset({"version", "as_of", "min_position", "include_deleted"})
 HISTORY_PARAMETERS = frozenset({"min_position", "after_version", "limit"})
 
 
@@ -127,7 +129,7 @@ def _min_position(request: Request, param: int | None) -> int | None:
     header = request.headers.get("x-min-position")
     value = param
     if header is not None:
-        value = max(value or 0, parse_int("X-Min-Position", header, 0, 2**62))
+        value = max(value or 0, parse_int("X-Min-Position", header, 0, MAX_POSITION))
     return value
 
 
@@ -135,7 +137,7 @@ def _requested_position(request: Request, params: dict[str, str]) -> int | None:
     """As `_min_position`, with `min_position` taken from already collected parameters."""
     given = params.get("min_position")
     return _min_position(
-        request, parse_int("min_position", given, 0, 2**62) if given is not None else None
+        request, parse_int("min_position", given, 0, MAX_POSITION) if given is not None else None
     )
 
 
@@ -151,12 +153,22 @@ def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, st
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
 READ_ERRORS = error_responses(401, 403, 404, 414, 422, 431, 500, 503)
+POSITION = {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}
 MIN_POSITION_HEADER = {
     "name": "X-Min-Position",
     "in": "header",
     "required": False,
-    "description": "wait until the read model reaches this position (read-your-writes)",
-    "schema": {"type": "integer", "minimum": 0},
+    "description": "wait until the read model reaches this position (read-your-writes; the "
+    "larger of this, min_position and the tasks_position cookie counts); 422 beyond the "
+    "store's last position",
+    "schema": POSITION,
+}
+MIN_POSITION = {
+    "name": "min_position",
+    "in": "query",
+    "required": False,
+    "description": PARAMETERS["min_position"],
+    "schema": POSITION,
 }
 LIST_PARAMETERS = [
     {
@@ -164,32 +176,78 @@ LIST_PARAMETERS = [
         "in": "query",
         "required": False,
         "description": text,
-        "schema": {"type": "string"},
+        "schema": PARAMETER_SCHEMAS[name],
     }
     for name, text in PARAMETERS.items()
 ] + [MIN_POSITION_HEADER]
+TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "description": "the task's id (canonical 8-4-4-4-12 form; any other string is 404)",
+    "schema": {"type": "string", "format": "uuid"},
+}
+READ_HEADERS: dict[str, Any] = {
+    "X-Projection-Position": {
+        "description": "how far the read model had caught up when the read ran",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+TASK_HEADERS: dict[str, Any] = {
+    **READ_HEADERS,
+    "ETag": {
+        "description": "the task's version in quotes",
+        "schema": {"type": "string", "pattern": '^"[1-9][0-9]*"$'},
+    },
+}
+PAGE_EXAMPLE = {
+    "items": [TASK_EXAMPLE],
+    "total": 21,
+    "limit": 20,
+    "offset": 0,
+    "next_cursor": "q2xk...",
+    "next": "/api/v1/tasks?cursor=q2xk...",
+}
 
 
 @get_and_head(
     router,
     "",
     summary="Search, filter, sort and paginate tasks",
+    description="`cursor` and `offset` exclude each other; `sort=relevance` needs `q`; a sort "
+    'key given twice is 422. Every page links to the next (`Link: rel="next"`, and `next` '
+    'in the body) and an offset page after the first to the previous (`rel="prev"`).',
+    operation_id="listTasks",
     response_model=None,
     openapi_extra={"parameters": LIST_PARAMETERS},
     responses={
         200: {
             "description": "A page of tasks",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPage"}}},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/TaskPage"},
+                    "example": PAGE_EXAMPLE,
+                }
+            },
+            "headers": {
+                **READ_HEADERS,
+                "Link": {
+                    "description": 'the next page (rel="next") and, on an offset page after '
+                    'the first, the previous one (rel="prev"); absent on a last first page',
+                    "schema": {"type": "string"},
+                },
+            },
         },
         **READ_ERRORS,
     },
 )
 async def list_tasks(request: Request) -> Response:
     settings: Settings = request.app.state.settings
+    secret: bytes = request.app.state.cursor_secret
     query = parse_list_query(
         query_items(request.scope["query_string"]),
         max_offset=settings.max_offset,
-        secret=settings.cursor_secret.encode(),
+        secret=secret,
     )
     await _await_position(request, _min_position(request, query.min_position))
     try:
@@ -201,13 +259,8 @@ async def list_tasks(request: Request) -> Response:
     page = [row for row in rows if row["doc"] is not None]
     more = len(page) > query.limit
     page = page[: query.limit]
-    next_cursor = None
-    if more:
-        next_cursor = encode_cursor(
-            cursor_values(query, page[-1]),
-            query.fingerprint(settings.cursor_secret.encode()),
-            settings.cursor_secret.encode(),
-        )
+    next_cursor = query.next_cursor(page[-1], secret) if more else None
+    links = _page_links(query, next_cursor)
     body = (
         b'{"items":['
         + ",".join(row["doc"] for row in page).encode()
@@ -219,10 +272,23 @@ async def list_tasks(request: Request) -> Response:
         + orjson.dumps(query.offset)
         + b',"next_cursor":'
         + orjson.dumps(next_cursor)
+        + b',"next":'
+        + orjson.dumps(links.get("next"))
         + b"}"
     )
     request.app.state.watcher.advance(position)
-    return raw_json_response(body, headers=_reading(position))
+    extra = {"Link": ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())}
+    return raw_json_response(body, headers=_reading(position, extra if links else None))
+
+
+def _page_links(query: ListQuery, next_cursor: str | None) -> dict[str, str]:
+    """`next` by cursor (it carries the walk); `prev` on an offset page after the first."""
+    links: dict[str, str] = {}
+    if next_cursor is not None:
+        links["next"] = query.page_url(cursor=next_cursor)
+    if query.offset:
+        links["prev"] = query.page_url(offset=max(0, query.offset - query.limit))
+    return links
 
 
 async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[asyncpg.Record]]:
@@ -253,7 +319,7 @@ _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 def _task_id(raw: str) -> UUID:
     """The canonical hyphenated form only, as on write; anything else is an unknown task."""
     if not _ID.fullmatch(raw):
-        raise NotFound()
+        raise NotFound(f"No task {raw[:100]}: not a task id")
     return UUID(raw)
 
 
@@ -272,27 +338,39 @@ def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) 
     router,
     "/{task_id}",
     summary="A task, or its state at a version or moment (time travel)",
+    description="`version` and `as_of` exclude each other (both is 422); either answers from "
+    "the event store, deleted states included.",
+    operation_id="getTask",
     response_model=None,
     openapi_extra={
         "parameters": [
+            TASK_ID,
             {
                 "name": "version",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "integer", "minimum": 1},
+                "description": "time travel: the task as it was at this version (404 above the "
+                "current one); not with as_of; needs a key when keys are set",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_POSITION},
             },
             {
                 "name": "as_of",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string", "format": "date-time"},
+                "description": "time travel: the task after every event at or before this "
+                "moment (a timestamp with Z or an offset); not with version; needs a key when "
+                "keys are set",
+                "schema": PARAMETER_SCHEMAS["created_after"],
             },
             {
-                "name": "min_position",
+                "name": "include_deleted",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "integer", "minimum": 0},
+                "description": "true also answers a soft-deleted task (marked deleted); needs a "
+                "key when keys are set",
+                "schema": {"type": "boolean"},
             },
+            MIN_POSITION,
             MIN_POSITION_HEADER,
             {
                 "name": "If-None-Match",
@@ -304,11 +382,8 @@ def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) 
         ]
     },
     responses={
-        200: {
-            "description": "The task",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}},
-        },
-        304: {"description": "Not modified"},
+        200: {"description": "The task", "content": TASK_CONTENT, "headers": TASK_HEADERS},
+        304: {"description": "Not modified (If-None-Match matched)", "headers": TASK_HEADERS},
         **READ_ERRORS,
     },
 )
@@ -317,6 +392,8 @@ async def get_task(task_id: str, request: Request) -> Response:
     if "version" in params and "as_of" in params:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
     minimum = _requested_position(request, params)
+    # Time travel answers deleted tasks anyway (marked deleted); the value is still checked.
+    include_deleted = "include_deleted" in params and _bool_param(params, "include_deleted")
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
     uuid = _task_id(task_id)
@@ -324,8 +401,9 @@ async def get_task(task_id: str, request: Request) -> Response:
     try:
         row = await request.app.state.read_pool.fetchrow(
             "SELECT s.position, t.doc, t.version FROM projection_state s "
-            "LEFT JOIN tasks t ON t.id = $1 AND NOT t.deleted WHERE s.name = 'projector'",
+            "LEFT JOIN tasks t ON t.id = $1 AND (NOT t.deleted OR $2) WHERE s.name = 'projector'",
             uuid,
+            include_deleted,
         )
     except asyncpg.UndefinedTableError:
         raise ServiceUnavailable(
@@ -334,12 +412,21 @@ async def get_task(task_id: str, request: Request) -> Response:
     position = row["position"]
     request.app.state.watcher.advance(position)
     if row["doc"] is None:
-        raise NotFound(headers={"X-Projection-Position": str(position)})
+        raise NotFound(
+            f"No task {uuid} (unknown, or deleted: include_deleted=true shows deleted tasks)",
+            headers={"X-Projection-Position": str(position)},
+        )
     etag = f'"{row["version"]}"'
     headers = _reading(position, {"ETag": etag})
     if _matches(request.headers.get("if-none-match"), row["version"]):
         return Response(status_code=304, headers=headers)
     return raw_json_response(row["doc"].encode(), headers=headers)
+
+
+def _bool_param(params: dict[str, str], name: str) -> bool:
+    if params[name] not in ("true", "false"):
+        raise ValidationFailed({name: "Must be true or false"})
+    return params[name] == "true"
 
 
 def _matches(header: str | None, version: int) -> bool:
@@ -352,12 +439,15 @@ def _matches(header: str | None, version: int) -> bool:
 
 
 async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -> Response:
-    version = parse_int("version", params["version"], 1, 2**62) if "version" in params else None
+    version = (
+        parse_int("version", params["version"], 1, MAX_POSITION) if "version" in params else None
+    )
     as_of = parse_timestamp("as_of", params["as_of"]) if "as_of" in params else None
     uuid = _task_id(task_id)
     task = await store.state_at(request.app.state.store_pool, uuid, version, as_of)
     if task is None:
-        raise NotFound()
+        moment = f"version {version}" if version is not None else f"as_of {params['as_of']}"
+        raise NotFound(f"Task {uuid} has no state at {moment}")
     # An event's time is taken before its commit (which may wait behind the append lock), so
     # only a moment the safe margin ago is settled; a version, once stored, never changes.
     margin = timedelta(seconds=request.app.state.settings.as_of_settled_seconds)
@@ -376,16 +466,18 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     router,
     "/{task_id}/history",
     summary="Every event of a task, in version order (audit replay)",
+    operation_id="getTaskHistory",
     response_model=None,
     openapi_extra={
         "parameters": [
+            TASK_ID,
             {
                 "name": "min_position",
                 "in": "query",
                 "required": False,
                 "description": "accepted for symmetry with other reads; history reads the "
                 "store, so it answers at once",
-                "schema": {"type": "integer", "minimum": 0},
+                "schema": POSITION,
             },
             {
                 **MIN_POSITION_HEADER,
@@ -396,7 +488,7 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
                 "in": "query",
                 "required": False,
                 "description": "the page starts after this version (default 0)",
-                "schema": {"type": "integer", "minimum": 0},
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
             },
             {
                 "name": "limit",
@@ -411,7 +503,12 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     responses={
         200: {
             "description": "The task's events, a page at a time",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/History"}}},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/History"},
+                    "example": HISTORY_EXAMPLE,
+                }
+            },
             "headers": {
                 "Link": {
                     "description": 'the next page, rel="next", when more events follow',
@@ -426,14 +523,14 @@ async def task_history(task_id: str, request: Request) -> Response:
     params = _single_params(request, HISTORY_PARAMETERS)
     # Validated like every read's; the store already holds every acknowledged write.
     _requested_position(request, params)
-    after = parse_int("after_version", params.get("after_version", "0"), 0, 2**62)
+    after = parse_int("after_version", params.get("after_version", "0"), 0, MAX_POSITION)
     limit = parse_int(
         "limit", params.get("limit", str(store.HISTORY_LIMIT)), 1, store.MAX_HISTORY_LIMIT
     )
     uuid = _task_id(task_id)
     found = await store.history(request.app.state.store_pool, uuid, after, limit)
     if found is None:
-        raise NotFound()
+        raise NotFound(f"No task {task_id} has ever existed")
     body, more = found
     headers = {"Cache-Control": "no-cache"}
     if more:
@@ -468,6 +565,7 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
             settings.database_url, min_size=1, max_size=4, reset=_keep_session
         )
     )
+    state.cursor_secret = await load_secret(settings)
     state.totals = TotalCache()
     state.watcher = PositionWatcher(settings, state.read_pool)
     state.watcher.advance(await state.watcher.read())

@@ -8,6 +8,7 @@ links to the next with `after=<last position examined>`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,13 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from query_service.queries import parse_int, parse_timestamp, query_items
+from query_service.queries import (
+    MAX_POSITION,
+    PARAMETER_SCHEMAS,
+    parse_int,
+    parse_timestamp,
+    query_items,
+)
 from shared.domain import (
     EVENT_TYPES,
     EVENTS_TABLE,
@@ -99,7 +106,7 @@ Parser = Callable[[str, str], Any]
 PARAMETERS: dict[str, tuple[str, Parser]] = {
     "after": (
         "position to continue after (default 0: from the start)",
-        lambda name, value: parse_int(name, value, 0, 2**62),
+        lambda name, value: parse_int(name, value, 0, MAX_POSITION),
     ),
     "limit": (
         f"1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}",
@@ -111,11 +118,35 @@ PARAMETERS: dict[str, tuple[str, Parser]] = {
         "repeatable or comma-separated",
         _types,
     ),
-    "actor": ("only events made with this API key name (anonymous, unknown)", _text),
-    "correlation_id": ("only events of this request (its X-Request-ID)", _text),
+    "actor": (
+        "only events made with this API key name (anonymous, unknown); 1 to 200 printable "
+        "characters",
+        _text,
+    ),
+    "correlation_id": (
+        "only events of this request (its X-Request-ID); 1 to 200 printable characters",
+        _text,
+    ),
     "since": ("event time at or after this timestamp (Z or an offset)", parse_timestamp),
     "until": ("event time before this timestamp (Z or an offset)", parse_timestamp),
 }
+
+
+_TOPIC = "(?:" + "|".join(re.escape(kind) for kind in TOPICS) + ")"
+# "Printable" (`str.isprintable`) is a set of Unicode categories, which a portable JSON Schema
+# pattern cannot name: the document gives the length, the description the rest.
+_PRINTABLE: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+FEED_SCHEMAS: dict[str, dict[str, Any]] = {
+    "after": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    "task_id": {"type": "string", "format": "uuid"},
+    "type": {"type": "string", "pattern": f"^{_TOPIC}(?:,{_TOPIC})*$"},
+    "actor": _PRINTABLE,
+    "correlation_id": _PRINTABLE,
+    "since": PARAMETER_SCHEMAS["created_after"],
+    "until": PARAMETER_SCHEMAS["created_after"],
+}
+"""Each feed parameter's JSON Schema, from the constants its parser uses."""
 
 
 def parse_feed_query(items: list[tuple[str, str]]) -> FeedQuery:
@@ -246,6 +277,7 @@ CLOUDEVENT = {
         'still link to the next page. `Link: <...>; rel="next"` is present while more may '
         "follow; a consumer at the head keeps polling with `after=<last position>`."
     ),
+    operation_id="listEvents",
     response_model=None,
     openapi_extra={
         "parameters": [
@@ -254,7 +286,7 @@ CLOUDEVENT = {
                 "in": "query",
                 "required": False,
                 "description": text,
-                "schema": {"type": "string"},
+                "schema": FEED_SCHEMAS[name],
             }
             for name, (text, _) in PARAMETERS.items()
         ]
@@ -263,7 +295,21 @@ CLOUDEVENT = {
         200: {
             "description": "A JSON array of CloudEvents (structured mode), as on the broker",
             "content": {
-                BATCH_CONTENT_TYPE: {"schema": {"type": "array", "items": {"type": "object"}}}
+                BATCH_CONTENT_TYPE: {
+                    "schema": {"type": "array", "items": {"type": "object"}},
+                    "example": [
+                        {
+                            "specversion": "1.0",
+                            "id": "17",
+                            "source": "/tasks",
+                            "type": "task.created",
+                            "subject": "9b2f6c1e-3a7d-4a43-9d0e-0b7f6f3f2a11",
+                            "time": "2026-11-26T09:30:00.123456Z",
+                            "position": 17,
+                            "data": {},
+                        }
+                    ],
+                }
             },
             "headers": {
                 "Link": {

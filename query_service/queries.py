@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlencode
 from uuid import UUID
 
 import orjson
 
+from query_service.cursors import decode_cursor, encode_cursor, invalid
+from shared.config import Settings
 from shared.errors import ValidationFailed
+
+DEFAULT_MAX_OFFSET: int = Settings.model_fields["max_offset"].default
 
 # As on write: C0 controls but tab and newline, DEL, C1 controls, and lone surrogates.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -22,19 +24,34 @@ _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # (`\d` also takes other scripts' digits, which int() then reads).
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _INT = re.compile(r"[0-9]{1,18}")
+# The controls `_FORBIDDEN` refuses, for JSON Schema patterns (a query string holds no lone
+# surrogate: it is not UTF-8), and the whitespace `strip` trims that is no such control.
+_CONTROL = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
+_SPACE = f"[^\\S{_CONTROL}]*"
 _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
 MAX_CSV = 50
+MAX_Q = 200
+MAX_TAG = 50
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+MAX_POSITION = 10**18 - 1
+"""The largest position a parameter or header may name (18 digits)."""
+LIST_PATH = "/api/v1/tasks"
 
-# Sort key → (column, nullable). Column names never come from input.
+# Sort key → (SQL expression, nullable). Expressions never come from input. Titles compare
+# through the `title_order` collation (projector/schema.sql): case- and accent-insensitive.
 SORT_COLUMNS: dict[str, tuple[str, bool]] = {
     "created_at": ("created_at", False),
     "updated_at": ("updated_at", False),
     "due_date": ("due_date", True),
     "priority": ("priority", False),
-    "title": ("title", False),
+    "title": ("title COLLATE title_order", False),
+    "relevance": ("ts_rank(search, {query})", False),
 }
+# Keys whose plain (unprefixed) order is descending: `relevance` puts the best match first.
+BEST_FIRST = frozenset({"relevance"})
 
 PARAMETERS: dict[str, str] = {
     "completed": "true or false",
@@ -47,17 +64,68 @@ PARAMETERS: dict[str, str] = {
     "due_after": "inclusive YYYY-MM-DD bound",
     "overdue": "true: due before today (UTC) and not completed; false: the complement",
     "has_due_date": "true or false",
-    "q": "full text over title and description (websearch syntax, no stemming)",
+    "q": 'full text over title and description: web-search syntax (words, "phrases", '
+    "-excluded, or), stemmed (English) alongside exact words, the last word also as a prefix",
     "created_after": "inclusive timestamp with Z or offset",
     "created_before": "inclusive timestamp with Z or offset",
     "updated_after": "inclusive timestamp with Z or offset",
     "include_deleted": "true also returns soft-deleted tasks",
-    "sort": "CSV of created_at, updated_at, due_date, priority, title; '-' for descending",
+    "sort": "CSV of created_at, updated_at, due_date, priority, title (case- and "
+    "accent-insensitive) and, with q only, relevance (best match first); '-' reverses a key; "
+    "default -created_at; ties broken by id",
     "limit": "1 to 100, default 20",
-    "offset": "0 to 100000, default 0",
-    "cursor": "opaque keyset cursor from next_cursor",
-    "min_position": "wait until the read model reaches this position",
+    "offset": "0 to the maximum offset setting, default 0; not with cursor",
+    "cursor": "opaque cursor from next_cursor (or the next link); it carries the filter and "
+    "sort, so it continues the walk alone; other filter or sort parameters, or offset, are 422",
+    "min_position": "wait until the read model reaches this position (read-your-writes); 422 "
+    "beyond the store's last position, 503 with Retry-After if not reached in time",
 }
+
+
+def _csv_pattern(item: str) -> str:
+    return f"^{item}(?:,{item}){{0,{MAX_CSV - 1}}}$"
+
+
+_BOOLEAN: dict[str, Any] = {"type": "boolean"}
+_TIMESTAMP_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": f"^{_TIMESTAMP.pattern}$",
+}
+_DATE_SCHEMA: dict[str, Any] = {"type": "string", "format": "date", "pattern": f"^{_DATE.pattern}$"}
+_SORT_KEY = f"{_SPACE}-?(?:{'|'.join(SORT_COLUMNS)}){_SPACE}"
+_TAG_ITEM = (
+    f"{_SPACE}[^,\\s{_CONTROL}](?:[^,{_CONTROL}]{{0,{MAX_TAG - 2}}}[^,\\s{_CONTROL}])?{_SPACE}"
+)
+
+PARAMETER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "completed": _BOOLEAN,
+    "priority": {"type": "string", "pattern": _csv_pattern(f"{_SPACE}0{{0,17}}[1-5]{_SPACE}")},
+    "priority_min": {"type": "integer", "minimum": 1, "maximum": 5},
+    "priority_max": {"type": "integer", "minimum": 1, "maximum": 5},
+    "tags": {"type": "string", "pattern": _csv_pattern(_TAG_ITEM)},
+    "tags_all": {"type": "string", "pattern": _csv_pattern(_TAG_ITEM)},
+    "due_before": _DATE_SCHEMA,
+    "due_after": _DATE_SCHEMA,
+    "overdue": _BOOLEAN,
+    "has_due_date": _BOOLEAN,
+    "q": {"type": "string", "minLength": 1, "maxLength": MAX_Q, "pattern": f"^[^{_CONTROL}]*$"},
+    "created_after": _TIMESTAMP_SCHEMA,
+    "created_before": _TIMESTAMP_SCHEMA,
+    "updated_after": _TIMESTAMP_SCHEMA,
+    "include_deleted": _BOOLEAN,
+    "sort": {"type": "string", "pattern": _csv_pattern(_SORT_KEY)},
+    # Defaults are in the descriptions only: a client generated from a `default` would send it,
+    # and an offset sent with a cursor is 422.
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    # The setting's default: a deployment that changes it serves another maximum.
+    "offset": {"type": "integer", "minimum": 0, "maximum": DEFAULT_MAX_OFFSET},
+    "cursor": {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_=-]+$"},
+    "min_position": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
+}
+"""Each list parameter's JSON Schema, from the constants and patterns its parser uses. What
+JSON Schema cannot say is in the descriptions: a sort key given twice, `relevance` without `q`,
+`cursor` with `offset`, and the maximum offset (a setting)."""
 
 
 @dataclass
@@ -69,13 +137,34 @@ class ListQuery:
     offset: int | None = 0
     after: list[Any] | None = None
     min_position: int | None = None
+    walk: list[tuple[str, str]] = field(default_factory=list)
+    """The filter, sort and include_deleted parameters as given: what a cursor carries."""
+    limit_given: bool = False
 
-    def fingerprint(self, secret: bytes) -> str:
-        canonical = orjson.dumps(
+    def walk_key(self) -> bytes:
+        """The walk after normalisation: equal for the same filter and sort in any spelling."""
+        return orjson.dumps(
             [sorted(self.filters, key=lambda f: f[0]), self.include_deleted, self.sort],
             default=str,
         )
-        return hmac.new(secret, canonical, hashlib.sha256).hexdigest()[:16]
+
+    def search(self) -> str | None:
+        return next((str(value) for name, value in self.filters if name == "q"), None)
+
+    def next_cursor(self, row: Any, secret: bytes) -> str:
+        return encode_cursor(cursor_values(self, row), self.walk, secret)
+
+    def page_url(self, cursor: str | None = None, offset: int | None = None) -> str:
+        """A URL of another page of this walk: by cursor (which carries the walk) or offset."""
+        items: list[tuple[str, str]] = []
+        if cursor is not None:
+            items.append(("cursor", cursor))
+        else:
+            items.extend(self.walk)
+            items.append(("offset", str(offset or 0)))
+        if self.limit_given:
+            items.append(("limit", str(self.limit)))
+        return f"{LIST_PATH}?{urlencode(items)}"
 
 
 def query_items(raw: bytes) -> list[tuple[str, str]]:
@@ -131,7 +220,7 @@ def _tags(name: str, value: str) -> list[str]:
     tags: list[str] = []
     for item in _csv(name, value):
         tag = item.lower()
-        if len(tag) > 50:
+        if len(tag) > MAX_TAG:
             raise ValidationFailed({name: "Each tag is 1 to 50 characters"})
         if tag not in tags:
             tags.append(tag)
@@ -177,8 +266,11 @@ def _sort(value: str) -> list[tuple[str, bool]]:
     return keys
 
 
-def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: bytes) -> ListQuery:
-    """Every rule of the list parameters; 422 names the parameter."""
+WALK_EXCLUDED = frozenset({"cursor", "limit", "offset", "min_position"})
+"""Parameters that do not define the walk; every other one is carried by a cursor."""
+
+
+def _collect(items: list[tuple[str, str]]) -> dict[str, str]:
     seen: dict[str, str] = {}
     for name, value in items:
         if name not in PARAMETERS:
@@ -188,7 +280,11 @@ def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: b
         if value == "":
             raise ValidationFailed({name: "Must not be empty"})
         seen[name] = _text(name, value)
-    query = ListQuery()
+    return seen
+
+
+def _walk(query: ListQuery, seen: dict[str, str]) -> None:
+    """The filter, sort and include_deleted parameters into `query`."""
     f = query.filters
     for name, value in seen.items():
         if name in ("completed", "has_due_date", "overdue"):
@@ -204,47 +300,97 @@ def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: b
         elif name in ("created_after", "created_before", "updated_after"):
             f.append((name, parse_timestamp(name, value)))
         elif name == "q":
-            if len(value) > 200:
-                raise ValidationFailed({"q": "At most 200 characters"})
+            if len(value) > MAX_Q:
+                raise ValidationFailed({"q": f"At most {MAX_Q} characters"})
             f.append((name, value))
         elif name == "include_deleted":
             query.include_deleted = _bool(name, value)
         elif name == "sort":
             query.sort = _sort(value)
-        elif name == "limit":
-            query.limit = parse_int(name, value, 1, 100)
-        elif name == "offset":
-            query.offset = parse_int(name, value, 0, max_offset)
-        elif name == "min_position":
-            query.min_position = parse_int(name, value, 0, 2**62)
+    if "q" not in seen and any(key == "relevance" for key, _ in query.sort):
+        raise ValidationFailed({"sort": "Sort by relevance needs q"})
+    query.walk = sorted((name, value) for name, value in seen.items() if name not in WALK_EXCLUDED)
+
+
+def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: bytes) -> ListQuery:
+    """Every rule of the list parameters; 422 names the parameter.
+
+    With `cursor`, the walk is the cursor's: given alone it continues it, given with filter or
+    sort parameters they must describe the same walk.
+    """
+    seen = _collect(items)
+    query = ListQuery()
+    _walk(query, seen)
+    if "limit" in seen:
+        query.limit = parse_int("limit", seen["limit"], 1, MAX_LIMIT)
+        query.limit_given = True
+    if "offset" in seen:
+        query.offset = parse_int("offset", seen["offset"], 0, max_offset)
+    if "min_position" in seen:
+        query.min_position = parse_int("min_position", seen["min_position"], 0, MAX_POSITION)
     if "cursor" in seen:
         if "offset" in seen:
             raise ValidationFailed({"cursor": "Use either cursor or offset"})
+        values, walk = decode_cursor(seen["cursor"], secret)
+        carried = ListQuery()
+        try:
+            _walk(carried, _collect(walk))
+        except ValidationFailed:
+            raise invalid() from None
+        if any(name in WALK_EXCLUDED for name, _ in walk):
+            raise invalid()
+        if query.walk and query.walk_key() != carried.walk_key():
+            raise invalid("From another filter or sort: send the cursor alone to continue")
+        query.filters, query.include_deleted = carried.filters, carried.include_deleted
+        query.sort, query.walk = carried.sort, carried.walk
         query.offset = None
-        query.after = decode_cursor(seen["cursor"], query.fingerprint(secret), secret)
+        query.after = _cursor_keys(query, values)
     return query
 
 
-def encode_cursor(values: list[Any], fingerprint: str, secret: bytes) -> str:
-    payload = orjson.dumps({"v": values, "f": fingerprint})
-    signature = hmac.new(secret, payload, hashlib.sha256).digest()[:12]
-    return base64.urlsafe_b64encode(signature + payload).decode().rstrip("=")
+def _cursor_keys(query: ListQuery, values: list[Any]) -> list[Any]:
+    """The cursor's sort keys as typed values for its sort; 422 for any other shape."""
+    if len(values) != len(query.sort) + 1:
+        raise invalid()
+    keys = [_key_value(name, raw) for (name, _), raw in zip(query.sort, values, strict=False)]
+    last = values[-1]
+    if not isinstance(last, str) or not _UUID.fullmatch(last):
+        raise invalid()
+    return [*keys, UUID(last)]
 
 
-def decode_cursor(cursor: str, fingerprint: str, secret: bytes) -> list[Any]:
-    problem = ValidationFailed({"cursor": "Invalid, tampered, or from another filter or sort"})
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CURSOR_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}[+-][0-9]{2}:[0-9]{2}")
+
+
+def _key_value(name: str, raw: Any) -> Any:
+    """One sort key of a cursor, checked against what the sort key's column holds."""
+    if raw is None and SORT_COLUMNS[name][1]:
+        return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if name in ("created_at", "updated_at"):
+            if not isinstance(raw, str) or not _CURSOR_TIMESTAMP.fullmatch(raw):
+                raise ValueError
+            return datetime.fromisoformat(raw)
+        if name == "due_date":
+            if not isinstance(raw, str) or not _DATE.fullmatch(raw):
+                raise ValueError
+            return date.fromisoformat(raw)
+        if name == "priority":
+            if type(raw) is not int or not 1 <= raw <= 5:
+                raise ValueError
+            return raw
+        if name == "title":
+            if not isinstance(raw, str) or _FORBIDDEN.search(raw):
+                raise ValueError
+            return raw
+        if name == "relevance":
+            if type(raw) not in (int, float) or not math.isfinite(raw):
+                raise ValueError
+            return float(raw)
     except ValueError:
-        raise problem from None
-    signature, payload = raw[:12], raw[12:]
-    if not hmac.compare_digest(signature, hmac.new(secret, payload, hashlib.sha256).digest()[:12]):
-        raise problem
-    data = orjson.loads(payload)
-    if data.get("f") != fingerprint:
-        raise problem
-    values: list[Any] = data["v"]
-    return values
+        raise invalid() from None
+    raise invalid()
 
 
 def _today() -> date:
@@ -256,6 +402,7 @@ class Sql:
 
     def __init__(self) -> None:
         self.args: list[Any] = []
+        self.tsquery = "NULL::tsquery"
 
     def arg(self, value: Any, cast: str = "") -> str:
         self.args.append(value)
@@ -294,7 +441,8 @@ def where_clause(query: ListQuery, sql: Sql) -> str:
         elif name == "due_after":
             conditions.append(f"due_date >= {sql.arg(value)}")
         elif name == "q":
-            conditions.append(f"search @@ websearch_to_tsquery('simple', {sql.arg(value)})")
+            sql.tsquery = tsquery_sql(value, sql)
+            conditions.append(f"search @@ {sql.tsquery}")
         elif name == "created_after":
             conditions.append(f"created_at >= {sql.arg(value)}")
         elif name == "created_before":
@@ -304,56 +452,84 @@ def where_clause(query: ListQuery, sql: Sql) -> str:
     return " AND ".join(conditions) or "true"
 
 
-def order_clause(query: ListQuery) -> str:
+# The last word of a search, when it is a plain word (not quoted, not excluded): also a prefix.
+_LAST_WORD = re.compile(r"(?:^|\s)([^\W_]+)\s*$")
+
+
+def _words(text: str, sql: Sql) -> str:
+    """Stemmed (English); the exact words (simple) when English leaves nothing (stop words
+    only). An exact match is a stemmed match too, so OR-ing both would only blur the plan."""
+    placeholder = sql.arg(text)
+    english = f"websearch_to_tsquery('english', {placeholder})"
+    return (
+        f"(CASE WHEN numnode({english}) > 0 THEN {english}"
+        f" ELSE websearch_to_tsquery('simple', {placeholder}) END)"
+    )
+
+
+# `or` between groups, outside quotes (web-search syntax: it binds loosest, as in `a b or c`).
+_OR = re.compile(r"(?<!\S)or(?!\S)", re.IGNORECASE)
+
+
+def tsquery_sql(q: str, sql: Sql) -> str:
+    """The search as one tsquery (one GIN scan): web-search syntax, stemmed, and the last plain
+    word matched stemmed or as the prefix of an exact word (`financ` finds `financial`)."""
+    found = _LAST_WORD.search(q)
+    head = q[: found.start(1)] if found else q
+    if found is None or found.group(1).lower() == "or" or head.count('"') % 2:
+        return _words(q, sql)
+    # Only the last `or` group ends with the word: `a or b financ` is a | (b & financ*).
+    splits = [m for m in _OR.finditer(head) if head[: m.start()].count('"') % 2 == 0]
+    groups = _words(head[: splits[-1].start()], sql) if splits else None
+    head = head[splits[-1].end() :] if splits else head
+    before = _words(head, sql) if head.strip() else None
+    word = found.group(1)
+    prefix = f"(websearch_to_tsquery('english', {sql.arg(word)})"
+    prefix += f" || to_tsquery('simple', {sql.arg(word + ':*')}))"
+    last = prefix if before is None else f"({before} && {prefix})"
+    return last if groups is None else f"({groups} || {last})"
+
+
+def sort_expression(name: str, sql: Sql) -> str:
+    return SORT_COLUMNS[name][0].format(query=sql.tsquery)
+
+
+def descends(name: str, descending: bool) -> bool:
+    return descending != (name in BEST_FIRST)
+
+
+def order_clause(query: ListQuery, sql: Sql) -> str:
     parts = []
     for name, descending in query.sort:
-        column, nullable = SORT_COLUMNS[name]
-        parts.append(
-            f"{column} {'DESC' if descending else 'ASC'}{' NULLS LAST' if nullable else ''}"
-        )
+        nullable = SORT_COLUMNS[name][1]
+        direction = "DESC" if descends(name, descending) else "ASC"
+        parts.append(f"{sort_expression(name, sql)} {direction}{' NULLS LAST' if nullable else ''}")
     parts.append("id ASC")
     return ", ".join(parts)
-
-
-def _key_value(name: str, raw: Any) -> Any:
-    if raw is None:
-        return None
-    if name in ("created_at", "updated_at"):
-        return datetime.fromisoformat(raw)
-    if name == "due_date":
-        return date.fromisoformat(raw)
-    return raw
 
 
 def keyset_clause(query: ListQuery, sql: Sql) -> str:
     """Rows strictly after the cursor in the sort order (nulls last in both directions)."""
     assert query.after is not None
     keys = list(query.sort)
-    problem = ValidationFailed({"cursor": "Invalid cursor"})
-    if len(query.after) != len(keys) + 1:
-        raise problem
-    try:
-        values = [_key_value(name, raw) for (name, _), raw in zip(keys, query.after, strict=False)]
-        last_id = UUID(query.after[-1])
-    except (ValueError, TypeError, AttributeError):
-        raise problem from None
+    values, last_id = query.after[:-1], query.after[-1]
     expression = f"id > {sql.arg(last_id)}"
     for (name, descending), value in reversed(list(zip(keys, values, strict=True))):
-        column, nullable = SORT_COLUMNS[name]
+        column, nullable = sort_expression(name, sql), SORT_COLUMNS[name][1]
         if value is None:
             expression = f"({column} IS NULL AND {expression})"
             continue
         placeholder = sql.arg(value)
-        after = f"{column} {'<' if descending else '>'} {placeholder}"
+        after = f"{column} {'<' if descends(name, descending) else '>'} {placeholder}"
         if nullable:
             after = f"({after} OR {column} IS NULL)"
         expression = f"({after} OR ({column} = {placeholder} AND {expression}))"
     first_name, first_descending = keys[0]
-    first_column, first_nullable = SORT_COLUMNS[first_name]
-    if not first_nullable:
+    if not SORT_COLUMNS[first_name][1]:
         # A redundant bound on the leading key lets the index range-scan from the cursor.
         bound = sql.arg(values[0])
-        expression = f"{first_column} {'<=' if first_descending else '>='} {bound} AND {expression}"
+        direction = "<=" if descends(first_name, first_descending) else ">="
+        expression = f"{sort_expression(first_name, sql)} {direction} {bound} AND {expression}"
     return expression
 
 
@@ -393,8 +569,8 @@ def list_statements(query: ListQuery) -> ListStatement:
     page_where = where
     if query.after is not None:
         page_where = f"{where} AND {keyset_clause(query, sql)}"
-    order = order_clause(query)
-    keys = ", ".join(f"{SORT_COLUMNS[name][0]} AS k_{name}" for name, _ in query.sort)
+    order = order_clause(query, sql)
+    keys = ", ".join(f"{sort_expression(name, sql)} AS k_{name}" for name, _ in query.sort)
     key_names = "".join(f", page.k_{name}" for name, _ in query.sort)
     limit = sql.arg(query.limit + 1)
     offset = sql.arg(query.offset or 0)
@@ -413,7 +589,8 @@ def list_statements(query: ListQuery) -> ListStatement:
             f" ORDER BY {order} LIMIT {limit} OFFSET {offset}"
         )
     outer_order = ", ".join(
-        f"page.k_{name} {'DESC' if d else 'ASC'}{' NULLS LAST' if SORT_COLUMNS[name][1] else ''}"
+        f"page.k_{name} {'DESC' if descends(name, d) else 'ASC'}"
+        f"{' NULLS LAST' if SORT_COLUMNS[name][1] else ''}"
         for name, d in query.sort
     )
     state = "(SELECT position, generation FROM projection_state WHERE name = 'projector') AS state"

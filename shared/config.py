@@ -61,8 +61,9 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 1_048_576
     max_offset: int = 100_000
-    # Signs cursors so a tampered one is refused; cursors only hold sort keys, not secrets.
-    cursor_secret: str = "tasks-cursor"  # noqa: S105
+    # Signs cursors so a tampered one is refused. Unset, each deployment generates its own at
+    # first start and keeps it in PostgreSQL (every replica reads the same); set, it overrides.
+    cursor_secret: str | None = None
     # The app's own limits (shared/limits.py): a longer query string is 414, more header bytes
     # (names and values) 431, a request body still incomplete after the timeout 408.
     max_query_length: int = 8192

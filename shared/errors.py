@@ -34,6 +34,24 @@ TITLES = {
 }
 
 
+ADVICE: dict[int, dict[str, str] | str] = {
+    401: {"Authorization": "An API key is needed: send Authorization: Bearer <key>"},
+    403: {"Authorization": "The key sent in Authorization: Bearer is not accepted"},
+    404: "Nothing at this URL",
+    405: "This URL does not serve this method; the Allow header lists those it serves",
+    408: "The request body did not arrive in time: send it whole, without pauses",
+    413: "The body is larger than the service accepts",
+    414: "The query string is too long: send fewer or shorter parameters",
+    415: {
+        "Content-Type": "Send application/json (PATCH also application/merge-patch+json), "
+        "with charset=utf-8 or no charset"
+    },
+    431: "The request headers are too large: send fewer or shorter headers",
+    500: "An unexpected error, logged under the X-Request-ID of this answer; retry later",
+}
+"""What the client can do, for errors raised without details of their own."""
+
+
 class ApiError(Exception):
     """An answer in the error shape. Raised by domain and service code, rendered in one place."""
 
@@ -75,7 +93,10 @@ class Forbidden(ApiError):
 
 
 def error_body(status: int, details: dict[str, str] | str | None = None) -> dict[str, Any]:
-    return {"error": TITLES.get(status, "Error"), "details": details}
+    return {
+        "error": TITLES.get(status, "Error"),
+        "details": details if details is not None else ADVICE.get(status),
+    }
 
 
 def error_response(
@@ -133,9 +154,13 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code if exc.status_code in TITLES else 500
     headers = dict(exc.headers or {})
+    details = None
     if status == 405:
         headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
-    return error_response(status, None, headers)
+        details = f"{request.method} is not served here; send one of: {headers['Allow']}"
+    elif status == 404:
+        details = f"No resource at {request.url.path}"
+    return error_response(status, details, headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

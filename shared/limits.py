@@ -49,10 +49,12 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         if len(scope.get("query_string", b"")) > self.max_query_length:
-            await error_response(414, None, _CLOSE)(scope, receive, send)
+            advice = f"The query string is limited to {self.max_query_length} bytes"
+            await error_response(414, advice, _CLOSE)(scope, receive, send)
             return
         if sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_header_bytes:
-            await error_response(431, None, _CLOSE)(scope, receive, send)
+            advice = f"Header names and values are limited to {self.max_header_bytes} bytes"
+            await error_response(431, advice, _CLOSE)(scope, receive, send)
             return
         if scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)  # no route reads a body here: nothing to time

@@ -6,10 +6,10 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.responses import Response
 
-from shared.errors import ERROR_SCHEMA
+from shared.docs import redoc_page, swagger_page
+from shared.errors import ADVICE, ERROR_SCHEMA, TITLES
 from shared.web import get_and_head
 
 _TIMESTAMP = {"type": "string", "format": "date-time", "example": "2026-11-26T09:30:00.123456Z"}
@@ -52,13 +52,17 @@ TASK_SCHEMA: dict[str, Any] = {
 
 TASK_PAGE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["items", "total", "limit", "offset", "next_cursor"],
+    "required": ["items", "total", "limit", "offset", "next_cursor", "next"],
     "properties": {
         "items": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
         "total": {"type": "integer", "minimum": 0},
         "limit": {"type": "integer", "minimum": 1, "maximum": 100},
         "offset": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
         "next_cursor": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "next": {
+            "description": "the next page's URL (the cursor alone carries filter and sort)",
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+        },
     },
 }
 
@@ -102,12 +106,176 @@ HISTORY_SCHEMA: dict[str, Any] = {
     },
 }
 
+READY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"const": "ready"},
+        "checks": {"type": "object", "additionalProperties": {"enum": ["ok", "failing"]}},
+        "relay_lag": {"$ref": "#/components/schemas/Lag"},
+        "projection_lag": {"$ref": "#/components/schemas/Lag"},
+    },
+}
+LAG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "positions": {"type": "integer", "minimum": 0},
+        "seconds": {"type": "number", "minimum": 0},
+    },
+}
+
+TASK_EXAMPLE: dict[str, Any] = {
+    "id": "9b2f6c1e-3a7d-4a43-9d0e-0b7f6f3f2a11",
+    "title": "Write the quarterly report",
+    "description": "Numbers from finance first",
+    "priority": 4,
+    "due_date": "2026-12-15",
+    "tags": ["work", "urgent"],
+    "completed": False,
+    "completed_at": None,
+    "deleted": False,
+    "deleted_at": None,
+    "created_at": "2026-11-26T09:30:00.123456Z",
+    "updated_at": "2026-11-26T09:30:00.123456Z",
+    "version": 1,
+}
+HISTORY_EXAMPLE: dict[str, Any] = {
+    "task_id": TASK_EXAMPLE["id"],
+    "events": [
+        {
+            "version": 1,
+            "type": "TaskCreated",
+            "occurred_at": TASK_EXAMPLE["created_at"],
+            "position": 17,
+            "correlation_id": "3f9c2a4be1d04c51",
+            "data": {k: TASK_EXAMPLE[k] for k in ("title", "description", "priority", "tags")},
+        }
+    ],
+}
+TASK_CONTENT: dict[str, Any] = {
+    "application/json": {"schema": {"$ref": "#/components/schemas/Task"}, "example": TASK_EXAMPLE}
+}
+
 COMMON_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Ready": READY_SCHEMA,
+    "Lag": LAG_SCHEMA,
     "Error": ERROR_SCHEMA,
     "Task": TASK_SCHEMA,
     "TaskPage": TASK_PAGE_SCHEMA,
     "History": HISTORY_SCHEMA,
 }
+
+
+BEARER = "bearer"
+KEY: list[dict[str, list[str]]] = [{BEARER: []}]
+KEY_FOR_PRIVILEGED: list[dict[str, list[str]]] = [{}, {BEARER: []}]
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "createTask": KEY,
+    "updateTask": KEY,
+    "deleteTask": KEY,
+    "getTaskHistory": KEY,
+    "listEvents": KEY,
+    # Anonymous while the read has no privileged parameter (include_deleted, version, as_of).
+    "listTasks": KEY_FOR_PRIVILEGED,
+    "getTask": KEY_FOR_PRIVILEGED,
+}
+"""Which operations need `Authorization: Bearer <key>` when API keys are configured (without
+keys configured, none does). Scopes, when there are some, go in the lists."""
+
+REQUEST_ID = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "1 to 200 visible ASCII characters, echoed on the answer and recorded as the "
+    "correlation id of the events the request appends; any other value is ignored and a new "
+    "id generated",
+    "schema": {"type": "string"},
+}
+RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": {
+        "description": "the request's id (the one sent, or a generated one)",
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+    },
+    "Cache-Control": {
+        "description": "no-cache on reads (revalidate with the ETag), immutable on settled "
+        "time-travel reads, no-store on writes",
+        "schema": {"type": "string"},
+    },
+    "X-Projection-Position": {
+        "description": "how far the read model had caught up when the read ran",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "WWW-Authenticate": {"description": "Bearer", "schema": {"const": "Bearer"}},
+    "Allow": {"description": "the methods this URL serves", "schema": {"type": "string"}},
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"const": "1"}},
+}
+ERROR_EXAMPLES: dict[int, Any] = {
+    412: "The task is at version 3; If-Match named another",
+    422: {"priority": "Must be between 1 and 5"},
+    503: "The read model has not reached position 17 yet",
+}
+
+
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Ready: every dependency this process needs answers",
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/Ready"},
+                "example": {
+                    "status": "ready",
+                    "checks": {"postgres": "ok"},
+                    "projection_lag": {"positions": 0, "seconds": 0.0},
+                },
+            }
+        },
+    },
+    503: {
+        "description": "Not ready: details names each failing check",
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"},
+                "example": {"error": "Service unavailable", "details": {"postgres": "unreachable"}},
+            }
+        },
+    },
+}
+
+
+def finish_document(schema: dict[str, Any]) -> None:
+    """What every operation shares: the bearer scheme where a key is needed, the request id in
+    and out, an example of every error, and the headers errors carry."""
+    components = schema.setdefault("components", {})
+    components["securitySchemes"] = {
+        BEARER: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (TASKS_API_KEYS), needed only when keys are configured",
+        }
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if operation.get("operationId") in SECURITY:
+                operation["security"] = SECURITY[operation["operationId"]]
+            # A parameter described by the route replaces FastAPI's bare one of the same name.
+            described = {(p["name"], p["in"]): p for p in operation.get("parameters", [])}
+            operation["parameters"] = [*described.values(), REQUEST_ID]
+            api = path.startswith("/api/")
+            for status, response in operation.get("responses", {}).items():
+                headers = response.setdefault("headers", {})
+                headers["X-Request-ID"] = RESPONSE_HEADERS["X-Request-ID"]
+                if api:
+                    headers["Cache-Control"] = RESPONSE_HEADERS["Cache-Control"]
+                code = int(status)
+                if api and code == 401:
+                    headers["WWW-Authenticate"] = RESPONSE_HEADERS["WWW-Authenticate"]
+                if api and code == 503:
+                    headers["Retry-After"] = RESPONSE_HEADERS["Retry-After"]
+                if code >= 400:
+                    details = ERROR_EXAMPLES.get(code, ADVICE.get(code))
+                    response["content"]["application/json"].setdefault(
+                        "example", {"error": TITLES[code], "details": details}
+                    )
 
 
 def merge_documents(title: str, *documents: dict[str, Any]) -> dict[str, Any]:
@@ -116,12 +284,14 @@ def merge_documents(title: str, *documents: dict[str, Any]) -> dict[str, Any]:
         "openapi": documents[0]["openapi"],
         "info": {**documents[0]["info"], "title": title},
         "paths": {},
-        "components": {"schemas": {}},
+        "components": {"schemas": {}, "securitySchemes": {}},
     }
     for document in documents:
         for path, operations in document.get("paths", {}).items():
             merged["paths"].setdefault(path, {}).update(operations)
-        merged["components"]["schemas"].update(document.get("components", {}).get("schemas", {}))
+        components = document.get("components", {})
+        merged["components"]["schemas"].update(components.get("schemas", {}))
+        merged["components"]["securitySchemes"].update(components.get("securitySchemes", {}))
     merged["paths"] = dict(sorted(merged["paths"].items()))
     merged["components"]["schemas"] = dict(sorted(merged["components"]["schemas"].items()))
     return merged
@@ -141,9 +311,9 @@ async def whole_api_document() -> Response:
 
 @get_and_head(whole_api_router, "/whole/docs")
 async def whole_api_swagger() -> Response:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="Tasks API")
+    return swagger_page("/openapi.json", "Tasks API")
 
 
 @get_and_head(whole_api_router, "/whole/redoc")
 async def whole_api_redoc() -> Response:
-    return get_redoc_html(openapi_url="/openapi.json", title="Tasks API")
+    return redoc_page("/openapi.json", "Tasks API")

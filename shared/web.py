@@ -170,9 +170,10 @@ def make_app(
 ) -> FastAPI:
     """One FastAPI app: the routers, the error handlers, the resources opened in its lifespan."""
     from shared.auth import ApiKeyGate
+    from shared.docs import docs_router
     from shared.errors import error_response, install_error_handlers
     from shared.limits import RequestLimits, request_limits
-    from shared.openapi import COMMON_SCHEMAS
+    from shared.openapi import COMMON_SCHEMAS, READY_RESPONSES, finish_document
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -188,18 +189,51 @@ def make_app(
         redirect_slashes=False,
         # No per-request OpenTelemetry lookups: this service exports Prometheus metrics.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Served by shared/docs.py from packaged assets, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     metrics = Metrics(app.state)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
+    app.include_router(docs_router(title))
 
-    @get_and_head(app, "/health", tags=["service"], summary="Liveness")
+    @get_and_head(
+        app,
+        "/health",
+        tags=["service"],
+        summary="Liveness",
+        operation_id="getHealth",
+        responses={
+            200: {
+                "description": "The process runs",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "ok"}},
+                        },
+                        "example": {"status": "ok"},
+                    }
+                },
+            }
+        },
+    )
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get_and_head(app, "/ready", tags=["service"], summary="Readiness: dependencies and lag")
+    @get_and_head(
+        app,
+        "/ready",
+        tags=["service"],
+        summary="Readiness: dependencies and lag",
+        operation_id="getReadiness",
+        response_model=None,
+        responses=READY_RESPONSES,
+    )
     async def ready(request: Request) -> Response:
         body: dict[str, Any] = {"status": "ready", "checks": {}}
         failed: dict[str, str] = {}
@@ -215,7 +249,23 @@ def make_app(
         return json_response(body)
 
     @get_and_head(
-        app, "/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response
+        app,
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics",
+        operation_id="getMetrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {
+                    "text/plain": {
+                        "schema": {"type": "string"},
+                        "example": "# TYPE tasks_http_requests_total counter\n",
+                    }
+                },
+            }
+        },
     )
     async def prometheus(request: Request) -> Response:
         return await metrics.render(request)
@@ -230,12 +280,17 @@ def make_app(
             components.update(schemas or {})
             for name in ("HTTPValidationError", "ValidationError"):
                 components.pop(name, None)
-            error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            error_schema = {"$ref": "#/components/schemas/Error"}
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     for status, response in operation.get("responses", {}).items():
                         if status.startswith(("4", "5")):
-                            response["content"] = error_content
+                            given = response.get("content", {}).get("application/json", {})
+                            example = {"example": given["example"]} if "example" in given else {}
+                            response["content"] = {
+                                "application/json": {"schema": error_schema, **example}
+                            }
+            finish_document(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -12,6 +12,8 @@ from shared.config import Settings
 from tests.conftest import _cleanup, _with_database
 from tests.helpers import Process, running
 
+FUZZ_KEY = "fuzz-key"
+
 
 @pytest.fixture(scope="module")
 def fuzz_settings(service_urls: tuple[str, str]) -> Iterator[Settings]:
@@ -27,6 +29,7 @@ def fuzz_settings(service_urls: tuple[str, str]) -> Iterator[Settings]:
         dead_letter_queue=f"test.{suffix}.projector.dlq",
         relay_poll_seconds=0.2,
         access_log=False,
+        api_keys=[FUZZ_KEY],
     )
     yield settings
     asyncio.run(_cleanup(settings))

@@ -138,7 +138,14 @@ INTENDED: dict[str, tuple[str, ...]] = {
     "include_deleted=true": ("tasks_all_created",),
     "sort=due_date": ("tasks_due",),
     "sort=-due_date": ("tasks_due_desc",),
-    "sort=title": ("tasks_title",),
+    "sort=title": ("tasks_title_order",),
+    "sort=-title": ("tasks_title_order",),
+    # Selective searches (every word of WORDS is in about half the rows, where a scan of the
+    # table is the better plan): stemmed, a prefix, and ranked.
+    "q=meetings+budgets": ("tasks_search",),
+    "q=budget+meet": ("tasks_search",),
+    "q=meetings+or+%22quarterly+reports%22+-draft": ("tasks_search",),
+    "q=meetings&sort=relevance": ("tasks_search",),
     "sort=-updated_at": ("tasks_updated",),
     "priority=3&sort=due_date": ("tasks_priority_due",),
 }
@@ -180,3 +187,20 @@ async def test_a_deep_offset_page_skips_rows_inside_the_index_and_reads_only_its
     assert [node["Node Type"] for node in skipping] == ["Index Only Scan"]
     assert {node["Relation Name"] for node in nodes if node["Node Type"] == "Seq Scan"} == set()
     assert "tasks_pkey" in indexes(nodes)
+
+
+async def test_a_title_cursor_page_range_scans_the_title_index_from_the_cursor(
+    big_read_table: asyncpg.Connection,
+) -> None:
+    conn = big_read_table
+    first = parse_list_query([("sort", "title")], max_offset=100_000, secret=b"s")
+    statement, args = list_statement(first)
+    rows = await conn.fetch(statement, *args)
+    cursor = first.next_cursor(rows[first.limit - 1], b"s")
+
+    nodes = await plan(conn, f"cursor={cursor}", page_only=True)
+
+    scans = [node for node in nodes if node.get("Index Name") == "tasks_title_order"]
+    assert scans, sorted(indexes(nodes))
+    assert any("Index Cond" in node for node in scans), scans
+    assert not [node for node in nodes if node["Node Type"] == "Seq Scan"]

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from cli import create_app
 from shared.config import Settings
+from shared.errors import ADVICE
 from tests.helpers import JSON, free_port, serving, store_events
 
 
@@ -128,9 +129,11 @@ async def test_with_api_keys_writes_need_a_key_and_plain_reads_stay_open(
     for refused_read in (deleted_too, history):
         assert refused_read.headers["cache-control"] == "no-cache"
         assert "x-projection-position" in refused_read.headers
-    assert missing.json() == {"error": "Unauthorized", "details": None}
+    assert missing.json() == {"error": "Unauthorized", "details": ADVICE[401]}
+    assert "Authorization" in ADVICE[401]
     assert wrong.status_code == 403
-    assert wrong.json() == {"error": "Forbidden", "details": None}
+    assert wrong.json() == {"error": "Forbidden", "details": ADVICE[403]}
+    assert "Authorization" in ADVICE[403]
     assert right.status_code == 201
     assert listing.status_code == 200
     assert deleted_too.status_code == 401

@@ -266,7 +266,7 @@ async def test_a_delete_answers_204_and_the_task_is_gone_for_every_later_write_a
         await client.get(path),
     ):
         assert_error(response, 404, "Not found")
-        assert response.json()["details"] is None
+        assert task["id"] in response.json()["details"]  # which resource is missing
     assert len(await store_events(settings, uuid.UUID(task["id"]))) == 3
 
 
@@ -295,7 +295,8 @@ async def test_unknown_and_malformed_ids_and_paths_are_404_in_the_error_shape(
         response = await client.request(method, path, json={"title": "x"})
 
         assert_error(response, 404, "Not found")
-        assert response.json()["details"] is None
+        details = response.json()["details"]
+        assert details == f"No resource at {path}" or details.startswith("No task "), details
         assert "location" not in response.headers
     assert len(await store_events(settings)) == 1
 
@@ -318,7 +319,7 @@ async def test_a_method_a_path_does_not_serve_is_405_with_every_allowed_method(
         response = await client.request(method, path.format(id=task["id"]), json={"title": "x"})
 
         assert_error(response, 405, "Method not allowed")
-        assert response.json()["details"] is None
+        assert response.json()["details"] == f"{method} is not served here; send one of: {allow}"
         assert response.headers["allow"] == allow
     assert len(await store_events(settings)) == 1
 
@@ -360,7 +361,11 @@ async def test_oversized_and_wrongly_typed_bodies_are_413_and_415_and_append_not
     for response, status in answers:
         title = "Payload too large" if status == 413 else "Unsupported media type"
         assert_error(response, status, title)
-        assert response.json()["details"] is None
+        details = response.json()["details"]
+        if status == 413:
+            assert details == "Bodies are limited to 1048576 bytes"
+        else:
+            assert "application/json" in details["Content-Type"]
         assert valid_token(response.headers.get("x-request-id"))
         assert response.headers["cache-control"] == "no-store"
     assert len(await store_events(settings)) == 1

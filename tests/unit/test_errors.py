@@ -12,7 +12,7 @@ from eventsourcing import persistence
 from fastapi import APIRouter, FastAPI
 
 from shared.config import Settings
-from shared.errors import install_error_handlers
+from shared.errors import ADVICE, install_error_handlers
 from shared.web import make_app
 
 
@@ -59,7 +59,7 @@ async def test_an_unexpected_error_is_the_contracts_500_with_the_request_id_and_
         response = await http.get("/api/v1/boom", headers={"X-Request-ID": "audit-500"})
 
     assert response.status_code == 500
-    assert response.json() == {"error": "Internal server error", "details": None}
+    assert response.json() == {"error": "Internal server error", "details": ADVICE[500]}
     assert "SELECT" not in response.text
     assert response.headers["x-request-id"] == "audit-500"
     assert response.headers["x-projection-position"] == "42"

@@ -13,10 +13,11 @@ from starlette.types import Receive, Scope, Send
 
 from command_service.api import BodyGate, router
 from shared.config import Settings
+from shared.errors import ADVICE
 from shared.web import make_app
 
 LIMIT = 1_048_576
-ERROR = {"error": "Internal server error", "details": None}
+ERROR = {"error": "Internal server error", "details": ADVICE[500]}
 
 
 class Inner:
@@ -74,7 +75,10 @@ async def test_a_declared_length_over_the_limit_is_413_before_the_app_sees_it(me
         )
 
     assert response.status_code == 413
-    assert response.json() == {"error": "Payload too large", "details": None}
+    assert response.json() == {
+        "error": "Payload too large",
+        "details": f"Bodies are limited to {LIMIT} bytes",
+    }
     assert inner.bodies == []
 
 
@@ -86,7 +90,10 @@ async def test_a_chunked_body_over_the_limit_is_413_before_the_app_sees_it() -> 
 
     assert "content-length" not in response.request.headers
     assert response.status_code == 413
-    assert response.json() == {"error": "Payload too large", "details": None}
+    assert response.json() == {
+        "error": "Payload too large",
+        "details": f"Bodies are limited to {LIMIT} bytes",
+    }
     assert inner.bodies == []
 
 
@@ -160,7 +167,8 @@ async def test_other_content_types_are_415_before_the_app_sees_them(
         response = await http.request(method, "/api/v1/tasks", content=b"{}", headers=headers)
 
     assert response.status_code == 415
-    assert response.json() == {"error": "Unsupported media type", "details": None}
+    assert response.json()["error"] == "Unsupported media type"
+    assert "application/json" in response.json()["details"]["Content-Type"]
     assert inner.bodies == []
 
 

@@ -1,0 +1,97 @@
+"""Signed keyset cursors: the last row's sort keys and the walk (filter and sort) they continue.
+
+A cursor is `base64url(signature + JSON)`; the JSON is `{"v": [keys..., id], "p": [[name, value],
+...]}`, the list parameters that define the walk, exactly as the client gave them. Whatever a
+cursor decodes to, only that shape passes; the sort keys' types are checked against the sort
+they belong to when the statement is built. The signing secret is generated at the first start
+and kept in PostgreSQL, so every replica signs and checks with the same one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shared.config import Settings
+from shared.database import ddl_lock, ensure_database
+from shared.errors import ValidationFailed
+
+SIGNATURE_BYTES = 12
+CURSOR_KEY = "cursor"
+SECRETS_TABLE = """
+CREATE TABLE IF NOT EXISTS service_secrets (
+    name  text PRIMARY KEY,
+    value bytea NOT NULL
+)
+"""
+
+
+def invalid(reason: str = "Invalid, tampered, or from another filter or sort") -> ValidationFailed:
+    return ValidationFailed({"cursor": reason})
+
+
+def encode_cursor(values: list[Any], walk: list[tuple[str, str]], secret: bytes) -> str:
+    payload = orjson.dumps({"v": values, "p": [list(pair) for pair in walk]})
+    signature = hmac.new(secret, payload, hashlib.sha256).digest()[:SIGNATURE_BYTES]
+    return base64.urlsafe_b64encode(signature + payload).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, secret: bytes) -> tuple[list[Any], list[tuple[str, str]]]:
+    """The sort keys and the walk of a cursor this deployment signed; 422 for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (ValueError, binascii.Error):
+        raise invalid() from None
+    signature, payload = raw[:SIGNATURE_BYTES], raw[SIGNATURE_BYTES:]
+    expected = hmac.new(secret, payload, hashlib.sha256).digest()[:SIGNATURE_BYTES]
+    if len(signature) < SIGNATURE_BYTES or not hmac.compare_digest(signature, expected):
+        raise invalid()
+    # Signed, so ours unless the secret leaked; still checked as if it were anybody's.
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise invalid() from None
+    if not isinstance(data, dict) or set(data) != {"v", "p"}:
+        raise invalid()
+    values, walk = data["v"], data["p"]
+    if not isinstance(values, list) or not values or not isinstance(walk, list):
+        raise invalid()
+    pairs: list[tuple[str, str]] = []
+    for pair in walk:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(part, str) for part in pair)
+        ):
+            raise invalid()
+        pairs.append((pair[0], pair[1]))
+    return values, pairs
+
+
+async def load_secret(settings: Settings) -> bytes:
+    """The cursor signing secret: the setting when given, else the deployment's own, created
+    by whichever process starts first and read by all the others."""
+    if settings.cursor_secret:
+        return settings.cursor_secret.encode()
+    await ensure_database(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with ddl_lock(conn):
+            await conn.execute(SECRETS_TABLE)
+            await conn.execute(
+                "INSERT INTO service_secrets (name, value) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO NOTHING",
+                CURSOR_KEY,
+                secrets.token_bytes(32),
+            )
+        value = await conn.fetchval("SELECT value FROM service_secrets WHERE name = $1", CURSOR_KEY)
+    finally:
+        await conn.close()
+    return bytes(value)

@@ -30,7 +30,15 @@ from shared.errors import NotFound, error_response, error_responses
 from shared.health import postgres_check, rabbitmq_check
 from shared.openapi import whole_api_router
 from shared.server import from_environment
-from shared.web import Resource, json_response, make_app, request_id_var
+from shared.web import (
+    POSITION_COOKIE,
+    POSITION_COOKIE_MAX_AGE,
+    Resource,
+    json_response,
+    make_app,
+    position_cookie,
+    request_id_var,
+)
 
 MEDIA_TYPES = {
     "POST": {"application/json"},
@@ -139,11 +147,24 @@ def _task_id(raw: str) -> UUID:
     return UUID(raw)
 
 
-def _written(result: WriteResult, status: int, body: bool = True) -> Response:
+def _session_position(request: Request, result: WriteResult) -> int:
+    """The position the session cookie carries after this write: its own, or for a no-op or a
+    replay (whose position is an earlier event's) the session's if that is later. An append is
+    later than any position a client held when sending it, and resets a bogus cookie."""
+    if result.appended:
+        return result.position
+    held = request.cookies.get(POSITION_COOKIE, "")
+    if held.isascii() and held.isdigit() and len(held) <= 18:
+        return max(result.position, int(held))
+    return result.position
+
+
+def _written(request: Request, result: WriteResult, status: int, body: bool = True) -> Response:
     headers = {
         "ETag": f'"{result.version}"',
         "X-Event-Position": str(result.position),
         "Cache-Control": "no-store",
+        "Set-Cookie": position_cookie(_session_position(request, result)),
     }
     if status == 201:
         headers["Location"] = f"/api/v1/tasks/{result.task['id']}"
@@ -199,6 +220,13 @@ WRITTEN_HEADERS = {
         "description": "global position of the event (read-your-writes)",
         "schema": {"type": "integer", "minimum": 1},
     },
+    "Set-Cookie": {
+        "description": f"{POSITION_COOKIE}=<position>; Max-Age={POSITION_COOKIE_MAX_AGE}; "
+        "Path=/api/v1; HttpOnly; "
+        "SameSite=Lax: a session's later list reads wait for the read model to reach it "
+        "(a no-op or a replay never lowers it)",
+        "schema": {"type": "string"},
+    },
 }
 
 
@@ -249,7 +277,7 @@ async def create_task(request: Request) -> Response:
     result = await _application(request).create_task_async(
         fields, request_id_var.get(), key, getattr(request.state, "api_key_id", "")
     )
-    return _written(result, 201)
+    return _written(request, result, 201)
 
 
 @router.patch(
@@ -279,7 +307,7 @@ async def update_task(task_id: str, request: Request) -> Response:
     result = await run_in_threadpool(
         _application(request).update_task, _task_id(task_id), patch, if_match, request_id_var.get()
     )
-    return _written(result, 200)
+    return _written(request, result, 200)
 
 
 @router.delete(
@@ -303,7 +331,7 @@ async def delete_task(task_id: str, request: Request) -> Response:
     result = await run_in_threadpool(
         _application(request).delete_task, _task_id(task_id), if_match, request_id_var.get()
     )
-    return _written(result, 204, body=False)
+    return _written(request, result, 204, body=False)
 
 
 @contextlib.asynccontextmanager

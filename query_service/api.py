@@ -18,6 +18,12 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from query_service import history as store
+from query_service.consistency import (
+    PARAMETER,
+    check_issued,
+    read_task,
+    requested_positions,
+)
 from query_service.queries import (
     PARAMETERS,
     ListQuery,
@@ -31,11 +37,17 @@ from query_service.queries import (
 )
 from query_service.totals import TotalCache
 from shared.config import Settings
-from shared.domain import EVENTS_TABLE
 from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
 from shared.health import postgres_check
 from shared.server import from_environment
-from shared.web import Resource, get_and_head, json_response, make_app, raw_json_response
+from shared.web import (
+    POSITION_COOKIE,
+    Resource,
+    get_and_head,
+    json_response,
+    make_app,
+    raw_json_response,
+)
 
 log = logging.getLogger("tasks.query")
 
@@ -87,8 +99,9 @@ class PositionWatcher:
             return 0
         return int(value or 0)
 
-    async def wait_for(self, position: int, store_pool: asyncpg.Pool) -> None:
-        """Return once the read model has reached `position`; 503 past the bound."""
+    async def wait_for(self, position: int) -> None:
+        """Return once the read model has reached `position` (an issued one); 503 past the
+        bound."""
         if self.position >= position:
             return
         # The signal may not have arrived yet (or the listener is reconnecting): ask once.
@@ -98,8 +111,6 @@ class PositionWatcher:
         unavailable = ServiceUnavailable(
             f"The read model has not reached position {position} yet", {"Retry-After": "1"}
         )
-        if position > await _store_head(store_pool):
-            raise unavailable
         deadline = time.monotonic() + self.settings.min_position_wait_seconds
         while self.position < position:
             remaining = deadline - time.monotonic()
@@ -112,36 +123,21 @@ class PositionWatcher:
                 self.advance(await self.read())
 
 
-async def _store_head(store_pool: asyncpg.Pool) -> int:
-    """The event store's last position (0 while the store has no table yet)."""
-    try:
-        head = await store_pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
-    except asyncpg.UndefinedTableError:
-        return 0
-    return int(head or 0)
-
-
-def _min_position(request: Request, param: int | None) -> int | None:
-    """`X-Min-Position` or `min_position`; when both are given, the larger."""
-    header = request.headers.get("x-min-position")
-    value = param
-    if header is not None:
-        value = max(value or 0, parse_int("X-Min-Position", header, 0, 2**62))
-    return value
-
-
-def _requested_position(request: Request, params: dict[str, str]) -> int | None:
-    """As `_min_position`, with `min_position` taken from already collected parameters."""
-    given = params.get("min_position")
-    return _min_position(
-        request, parse_int("min_position", given, 0, 2**62) if given is not None else None
+def _requested_positions(request: Request, params: dict[str, str]) -> dict[str, int]:
+    """`X-Min-Position` and `min_position` (from already collected parameters) of a read by id;
+    it needs no cookie: it reflects every acknowledged write of its task anyway."""
+    given = params.get(PARAMETER)
+    return requested_positions(
+        request, parse_int(PARAMETER, given, 0, 2**62) if given is not None else None
     )
 
 
-async def _await_position(request: Request, minimum: int | None) -> None:
-    if minimum:
+async def _await_positions(request: Request, positions: dict[str, int]) -> None:
+    """Wait for the largest position asked for, once it is known to have been issued."""
+    if positions:
         state = request.app.state
-        await state.watcher.wait_for(minimum, state.store_pool)
+        await check_issued(state.store_pool, positions, state.watcher.position)
+        await state.watcher.wait_for(max(positions.values()))
 
 
 def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -154,7 +150,16 @@ MIN_POSITION_HEADER = {
     "name": "X-Min-Position",
     "in": "header",
     "required": False,
-    "description": "wait until the read model reaches this position (read-your-writes)",
+    "description": "wait until the read model reaches this position (read-your-writes); a "
+    "position beyond the store's last one was never issued: 422",
+    "schema": {"type": "integer", "minimum": 0},
+}
+POSITION_COOKIE_PARAMETER = {
+    "name": POSITION_COOKIE,
+    "in": "cookie",
+    "required": False,
+    "description": "set by every write to its position: a list read waits for the larger of "
+    "it, X-Min-Position and min_position; a position never issued is 422",
     "schema": {"type": "integer", "minimum": 0},
 }
 LIST_PARAMETERS = [
@@ -166,7 +171,7 @@ LIST_PARAMETERS = [
         "schema": {"type": "string"},
     }
     for name, text in PARAMETERS.items()
-] + [MIN_POSITION_HEADER]
+] + [MIN_POSITION_HEADER, POSITION_COOKIE_PARAMETER]
 
 
 @get_and_head(
@@ -190,7 +195,7 @@ async def list_tasks(request: Request) -> Response:
         max_offset=settings.max_offset,
         secret=settings.cursor_secret.encode(),
     )
-    await _await_position(request, _min_position(request, query.min_position))
+    await _await_positions(request, requested_positions(request, query.min_position, cookie=True))
     try:
         position, total, rows = await _page_and_total(request.app.state, query)
     except asyncpg.UndefinedTableError:
@@ -271,6 +276,9 @@ def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) 
     router,
     "/{task_id}",
     summary="A task, or its state at a version or moment (time travel)",
+    description="Reflects every write acknowledged before the request arrived, for any client, "
+    "with no header or cookie: what the read table has not applied yet is read from the "
+    "store. `X-Min-Position` or `min_position` also waits for the read model to reach it.",
     response_model=None,
     openapi_extra={
         "parameters": [
@@ -315,30 +323,24 @@ async def get_task(task_id: str, request: Request) -> Response:
     params = _single_params(request)
     if "version" in params and "as_of" in params:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
-    minimum = _requested_position(request, params)
+    positions = _requested_positions(request, params)
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
     uuid = _task_id(task_id)
-    await _await_position(request, minimum)
+    await _await_positions(request, positions)
     try:
-        row = await request.app.state.read_pool.fetchrow(
-            "SELECT s.position, t.doc, t.version FROM projection_state s "
-            "LEFT JOIN tasks t ON t.id = $1 AND NOT t.deleted WHERE s.name = 'projector'",
-            uuid,
-        )
+        found = await read_task(request.app.state, uuid)
     except asyncpg.UndefinedTableError:
         raise ServiceUnavailable(
             "The read model is not initialised yet", {"Retry-After": "1"}
         ) from None
-    position = row["position"]
-    request.app.state.watcher.advance(position)
-    if row["doc"] is None:
-        raise NotFound(headers={"X-Projection-Position": str(position)})
-    etag = f'"{row["version"]}"'
-    headers = _reading(position, {"ETag": etag})
-    if _matches(request.headers.get("if-none-match"), row["version"]):
+    request.app.state.watcher.advance(found.position)
+    if found.doc is None:
+        raise NotFound(headers={"X-Projection-Position": str(found.position)})
+    headers = _reading(found.position, {"ETag": f'"{found.version}"'})
+    if _matches(request.headers.get("if-none-match"), found.version):
         return Response(status_code=304, headers=headers)
-    return raw_json_response(row["doc"].encode(), headers=headers)
+    return raw_json_response(found.doc, headers=headers)
 
 
 def _matches(header: str | None, version: int) -> bool:
@@ -400,7 +402,7 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
 async def task_history(task_id: str, request: Request) -> Response:
     params = _single_params(request, HISTORY_PARAMETERS)
     # Validated like every read's; the store already holds every acknowledged write.
-    _requested_position(request, params)
+    _requested_positions(request, params)
     body = await store.history(request.app.state.store_pool, _task_id(task_id))
     if body is None:
         raise NotFound()

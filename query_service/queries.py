@@ -56,7 +56,7 @@ PARAMETERS: dict[str, str] = {
     "limit": "1 to 100, default 20",
     "offset": "0 to 100000, default 0",
     "cursor": "opaque keyset cursor from next_cursor",
-    "min_position": "wait until the read model reaches this position",
+    "min_position": "wait until the read model reaches this position; one never issued is 422",
 }
 
 

@@ -238,13 +238,11 @@ def _links(task_id: str, *targets: str) -> dict[str, Any]:
         "DeleteTask": "delete_task_api_v1_tasks__task_id__delete",
         "GetHistory": "task_history_api_v1_tasks__task_id__history_get",
     }
-    links: dict[str, Any] = {}
-    for name in targets:
-        parameters = {"path.task_id": task_id}
-        if name == "GetTask":
-            parameters["header.X-Min-Position"] = "$response.header.X-Event-Position"
-        links[name] = {"operationId": operations[name], "parameters": parameters}
-    return links
+    # A read by id reflects every acknowledged write: the id is all a link needs to pass.
+    return {
+        name: {"operationId": operations[name], "parameters": {"path.task_id": task_id}}
+        for name in targets
+    }
 
 
 @router.post(

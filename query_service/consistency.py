@@ -40,12 +40,13 @@ READ_ROW_AND_LATER_EVENTS = (
     "FROM projection_state s LEFT JOIN tasks t ON t.id = $1 "
     "LEFT JOIN LATERAL ("
     f"SELECT originator_version, topic, state FROM {EVENTS_TABLE} "
-    "WHERE originator_id = $1 AND originator_version > coalesce(t.version, 0)"
+    "WHERE originator_id = $1 AND originator_version > coalesce(t.version, 0) OFFSET 0"
     ") e ON true WHERE s.name = 'projector'"
 )
 """One round trip, one snapshot: the read table's row and the store's events after it. When the
 row is current (the common case) the lateral part is one probe of the store's primary key that
-finds nothing."""
+finds nothing. `OFFSET 0` keeps the subquery from being flattened into a join, whose generic plan
+(the one a prepared statement settles on) would read every event of the task and filter them."""
 
 
 def requested_positions(

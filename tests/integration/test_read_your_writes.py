@@ -13,13 +13,16 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 
 from command_service.api import create_app as create_command_app
+from command_service.application import migrate_store
 from projector.consumer import projector_task
-from projector.projection import migrate_read_model
+from projector.projection import migrate_read_model, row_of, upsert_sql
 from query_service.api import create_app as create_query_app
+from query_service.consistency import READ_ROW_AND_LATER_EVENTS
 from shared.config import Settings
 from tests.helpers import JSON, eventually, read_db
 
@@ -195,3 +198,58 @@ async def test_a_malformed_position_cookie_is_422_on_lists_and_ignored_by_reads_
         assert "x-projection-position" in listed.headers
         assert by_id.status_code == 200, value
         assert history.status_code == 200, value
+
+
+def scans_of(plan: dict[str, Any], relation: str) -> list[dict[str, Any]]:
+    found = [plan] if plan.get("Relation Name") == relation else []
+    for child in plan.get("Plans", []):
+        found += scans_of(child, relation)
+    return found
+
+
+@pytest.mark.parametrize("plan_mode", ["force_custom_plan", "force_generic_plan"])
+async def test_a_current_read_by_id_reads_no_event_of_its_task_however_many_it_has(
+    settings: Settings, plan_mode: str
+) -> None:
+    await migrate_store(settings)
+    await migrate_read_model(settings)
+    busy = uuid.uuid4()
+    task = {
+        "id": str(busy),
+        "title": "busy",
+        "description": None,
+        "priority": 3,
+        "due_date": None,
+        "tags": [],
+        "completed": False,
+        "completed_at": None,
+        "deleted": False,
+        "deleted_at": None,
+        "created_at": "2026-11-28T10:00:00.000000Z",
+        "updated_at": "2026-11-28T10:00:00.000000Z",
+        "version": 30,
+    }
+    async with read_db(settings) as conn:
+        # A store of 20,000 events, 30 of them the busy task's, all applied to its row. Only
+        # the plan is looked at: the events' bodies are never decoded.
+        await conn.execute(
+            "INSERT INTO tasks_events (originator_id, originator_version, topic, state) "
+            "SELECT CASE WHEN n <= 30 THEN $1 ELSE gen_random_uuid() END, "
+            "CASE WHEN n <= 30 THEN n ELSE 1 END, 'TaskUpdated', '{}'::bytea "
+            "FROM generate_series(1, 20000) n",
+            busy,
+        )
+        await conn.execute(upsert_sql(), *row_of(task, 30))
+        await conn.execute("ANALYZE")
+        await conn.execute(f"SET plan_cache_mode = {plan_mode}")
+        await conn.execute(f"PREPARE by_id (uuid) AS {READ_ROW_AND_LATER_EVENTS}")
+        # EXPLAIN takes no parameters; the id is one this test made.
+        explain = f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE by_id('{busy}')"
+        [row] = await conn.fetch(explain)
+    [plan] = orjson.loads(row[0])
+    [events] = scans_of(plan["Plan"], "tasks_events")
+
+    assert events["Actual Rows"] == 0
+    # An index scan's condition, or a bitmap scan's (checked again on the heap).
+    condition = events.get("Index Cond") or events.get("Recheck Cond") or ""
+    assert "originator_version" in condition

@@ -426,11 +426,16 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
         max_size=settings.read_pool_max,
         reset=_keep_session,
     )
+    # With a read database of its own, every read by id also asks the store (one more query):
+    # the store's pool is sized like the read pool.
     state.store_pool = (
         state.read_pool
         if settings.read_dsn == settings.database_url
         else await asyncpg.create_pool(
-            settings.database_url, min_size=1, max_size=4, reset=_keep_session
+            settings.database_url,
+            min_size=1,
+            max_size=settings.read_pool_max,
+            reset=_keep_session,
         )
     )
     state.totals = TotalCache()

@@ -24,7 +24,7 @@ from bench import report
 from bench.ceilings import append_ceilings, sql_round
 from bench.client import Connection
 from bench.measure import Round, summarise
-from bench.pipeline import feed_speed, projection_lag, rebuild_speed
+from bench.pipeline import feed_speed, projection_lag, read_after_write_rounds, rebuild_speed
 from bench.scenarios import PEER_RSS_MB, Files, Plan, build, drive, preflight
 from bench.seed import body_lines, deep_cursor, patch_body, seed, task_body, wait_caught_up
 from bench.stack import (
@@ -153,6 +153,28 @@ async def measure(
             log(f"{scenario.name}: {http.rps:,.0f} req/s, p99 {http.p99_ms:.1f} ms")
     finally:
         await pool.close()
+
+    log("read after own write: POST, then GET by id at once on the same connection")
+    own = await read_after_write_rounds(
+        "127.0.0.1",
+        service.port,
+        rng,
+        plan.warmup,
+        plan.duration,
+        plan.rounds,
+        plan.connections,
+    )
+    results["scenarios"]["read_after_write"] = {
+        "label": "read after own write: POST, then GET by id at once, one connection "
+        "(p99 of the GET; req/s counts both)",
+        "method": "POST+GET",
+        "path": "/api/v1/tasks, then its Location",
+        "http": own.to_json(),
+        "peer_rps": None,
+        "targets": {"stale_reads": 0},
+    }
+    await wait_caught_up(probe, await store_head(settings))
+    log(f"read after own write: {own.rps:,.0f} req/s, GET p99 {own.p99_ms:.1f} ms")
 
     log("HTTP ceiling: trivial FastAPI endpoint")
     results["ceilings"]["http"] = (

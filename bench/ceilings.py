@@ -16,6 +16,7 @@ import asyncpg
 from bench.measure import Round, from_latencies
 from bench.stack import peak_rss_mb
 from command_service.application import TaskApplication, migrate_store
+from query_service.consistency import READ_ROW_AND_LATER_EVENTS
 from query_service.queries import list_statement, parse_list_query
 from shared.config import Settings
 from shared.domain import Task
@@ -23,11 +24,8 @@ from shared.domain import Task
 Statement = Callable[[], tuple[str, list[Any]]]
 """Makes the next statement and its arguments (a fresh random id for a get, for instance)."""
 
-# Kept in step with `query_service.api.get_task` by hand: the route writes it inline.
-GET_STATEMENT = (
-    "SELECT s.position, t.doc, t.version FROM projection_state s "
-    "LEFT JOIN tasks t ON t.id = $1 AND (NOT t.deleted OR $2) WHERE s.name = 'projector'"
-)
+GET_STATEMENT = READ_ROW_AND_LATER_EVENTS
+"""What `GET /api/v1/tasks/{id}` runs: the read row and the store's later events (none here)."""
 
 
 def list_query(settings: Settings, params: list[tuple[str, str]]) -> Statement:

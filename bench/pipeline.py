@@ -1,5 +1,5 @@
-"""After the write: projection lag (accepted -> readable) under a steady load, the event feed
-paged through the whole store, and rebuild speed."""
+"""After the write: reading one's own write at once, projection lag (accepted -> readable) under a
+steady load, the event feed paged through the whole store, and rebuild speed."""
 
 from __future__ import annotations
 
@@ -13,13 +13,74 @@ from typing import Any
 import orjson
 
 from bench.client import Connection
-from bench.measure import percentile
+from bench.measure import Round, Summary, percentile, summarise
 from bench.seed import JSON, task_body, utc_today
 from bench.stack import peak_rss_mb
 from projector.rebuild import rebuild
 from shared.config import Settings
 
 GIVE_UP_SECONDS = 60.0
+
+
+async def read_after_write(
+    host: str, port: int, seconds: float, rng: random.Random, connections: int = 32
+) -> Round:
+    """A closed loop on `connections` keep-alive connections: create a task, then at once GET it
+    by its `Location` on the same connection, with no header or cookie (a plain REST client).
+
+    Latencies are the reads' (the write's own cost is the `create` scenario); req/s counts both
+    requests of a pair. A read that does not show the task just created counts as an error.
+    """
+    today = utc_today()
+    latencies: list[float] = []
+    errors = {"stale": 0, "write": 0}
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        connection = Connection(host, port)
+        try:
+            while time.perf_counter() < deadline:
+                body = orjson.dumps(task_body(rng, today))
+                written = await connection.request("POST", "/api/v1/tasks", body, JSON)
+                if written.status != 201:
+                    errors["write"] += 1
+                    continue
+                begun = time.perf_counter()
+                read = await connection.request("GET", written.headers["location"])
+                latencies.append(time.perf_counter() - begun)
+                if read.status != 200 or orjson.loads(read.body) != orjson.loads(written.body):
+                    errors["stale"] += 1
+        finally:
+            await connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return Round(
+        rps=2 * len(ordered) / elapsed if elapsed > 0 else 0.0,
+        p50_ms=percentile(ordered, 0.50) * 1000,
+        p99_ms=percentile(ordered, 0.99) * 1000,
+        requests=2 * len(ordered),
+        errors={name: count for name, count in errors.items() if count},
+    )
+
+
+async def read_after_write_rounds(
+    host: str,
+    port: int,
+    rng: random.Random,
+    warmup: int,
+    duration: int,
+    rounds: int,
+    connections: int = 32,
+) -> Summary:
+    """As `scenarios.drive` for wrk: a discarded warm-up, then `rounds` rounds; medians."""
+    if warmup > 0:
+        await read_after_write(host, port, warmup, rng, connections)
+    return summarise(
+        [await read_after_write(host, port, duration, rng, connections) for _ in range(rounds)]
+    )
 
 
 async def projection_lag(

@@ -84,6 +84,9 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         if targets.get("p99_below_ms"):
             limit = targets["p99_below_ms"]
             check(name, f"p99 < {limit:g} ms", f"{p99:.1f} ms", p99 < limit)
+        if "stale_reads" in targets:
+            stale = sum(r["errors"].get("stale", 0) for r in entry["http"]["rounds"])
+            check(name, "0 stale reads", f"{stale} stale", stale <= targets["stale_reads"])
         if targets.get("ceiling_share"):
             share = rps / entry["ceiling"]["rps"]
             check(
@@ -140,10 +143,12 @@ def markdown(results: dict[str, Any]) -> str:
         rps, p99 = entry["http"]["rps"], entry["http"]["p99_ms"]
         errors = entry["http"]["errors"]
         target, met = _met(checks, name)
+        ceiling = entry.get("ceiling")
+        own_ceiling = f"{ceiling['rps']:,.0f} ({ceiling['kind']})" if ceiling else "–"
         lines.append(
             f"| {entry['label']}{f' ({errors} errors)' if errors else ''} | {rps:,.0f} "
-            f"| {p99:,.1f} ms | {entry['ceiling']['rps']:,.0f} ({entry['ceiling']['kind']}) "
-            f"| {_x(_ratio(rps, entry['ceiling']['rps']))} | {_x(_ratio(rps, http))} "
+            f"| {p99:,.1f} ms | {own_ceiling} "
+            f"| {_x(_ratio(rps, ceiling['rps'] if ceiling else None))} | {_x(_ratio(rps, http))} "
             f"| {_x(_ratio(rps, entry['peer_rps']))} | {target} | {met} |"
         )
     lag, rebuilt, feed = results["projection_lag"], results["rebuild"], results["feed"]

@@ -32,7 +32,15 @@ from shared.errors import NotFound, error_response, error_responses
 from shared.health import postgres_check, rabbitmq_check
 from shared.openapi import TASK_CONTENT, whole_api_router
 from shared.server import from_environment
-from shared.web import Resource, json_response, make_app, request_id_var
+from shared.web import (
+    POSITION_COOKIE,
+    POSITION_COOKIE_MAX_AGE,
+    Resource,
+    json_response,
+    make_app,
+    position_cookie,
+    request_id_var,
+)
 
 MEDIA_TYPES = {
     "POST": {"application/json"},
@@ -148,11 +156,24 @@ def _task_id(raw: str) -> UUID:
     return UUID(raw)
 
 
-def _written(result: WriteResult, status: int, body: bool = True) -> Response:
+def _session_position(request: Request, result: WriteResult) -> int:
+    """The position the session cookie carries after this write: its own, or for a no-op or a
+    replay (whose position is an earlier event's) the session's if that is later. An append is
+    later than any position a client held when sending it, and resets a bogus cookie."""
+    if result.appended:
+        return result.position
+    held = request.cookies.get(POSITION_COOKIE, "")
+    if held.isascii() and held.isdigit() and len(held) <= 18:
+        return max(result.position, int(held))
+    return result.position
+
+
+def _written(request: Request, result: WriteResult, status: int, body: bool = True) -> Response:
     headers = {
         "ETag": f'"{result.version}"',
         "X-Event-Position": str(result.position),
         "Cache-Control": "no-store",
+        "Set-Cookie": position_cookie(_session_position(request, result)),
     }
     if status == 201:
         headers["Location"] = f"/api/v1/tasks/{result.task['id']}"
@@ -228,6 +249,13 @@ WRITTEN_HEADERS = {
         "event; for an idempotent replay, the original one): read-your-writes",
         "schema": {"type": "integer", "minimum": 1},
     },
+    "Set-Cookie": {
+        "description": f"{POSITION_COOKIE}=<position>; Max-Age={POSITION_COOKIE_MAX_AGE}; "
+        "Path=/api/v1; HttpOnly; "
+        "SameSite=Lax: a session's later list reads wait for the read model to reach it "
+        "(a no-op or a replay never lowers it)",
+        "schema": {"type": "string"},
+    },
 }
 
 
@@ -239,13 +267,11 @@ def _links(task_id: str, *targets: str) -> dict[str, Any]:
         "DeleteTask": "deleteTask",
         "GetHistory": "getTaskHistory",
     }
-    links: dict[str, Any] = {}
-    for name in targets:
-        parameters = {"path.task_id": task_id}
-        if name == "GetTask":
-            parameters["header.X-Min-Position"] = "$response.header.X-Event-Position"
-        links[name] = {"operationId": operations[name], "parameters": parameters}
-    return links
+    # A read by id reflects every acknowledged write: the id is all a link needs to pass.
+    return {
+        name: {"operationId": operations[name], "parameters": {"path.task_id": task_id}}
+        for name in targets
+    }
 
 
 @router.post(
@@ -282,7 +308,7 @@ async def create_task(request: Request) -> Response:
     result = await _application(request).create_task_async(
         fields, request_id_var.get(), key, getattr(request.state, "api_key_id", ""), actor(request)
     )
-    return _written(result, 201)
+    return _written(request, result, 201)
 
 
 @router.patch(
@@ -318,7 +344,7 @@ async def update_task(task_id: str, request: Request) -> Response:
         request_id_var.get(),
         actor(request),
     )
-    return _written(result, 200)
+    return _written(request, result, 200)
 
 
 @router.delete(
@@ -347,7 +373,7 @@ async def delete_task(task_id: str, request: Request) -> Response:
         request_id_var.get(),
         actor(request),
     )
-    return _written(result, 204, body=False)
+    return _written(request, result, 204, body=False)
 
 
 @contextlib.asynccontextmanager

@@ -38,6 +38,8 @@ class WriteResult:
     task: TaskDict
     version: int
     position: int
+    appended: bool = True
+    """False for a no-op and an idempotent replay: `position` is then an earlier event's."""
 
 
 def idempotent_id(key: str, scope: str = "") -> UUID:
@@ -130,7 +132,7 @@ class TaskApplication(Application[UUID]):
             )
         original = fold([created])
         assert original is not None
-        return WriteResult(task_to_dict(original), 1, self.position_of(task_id, 1))
+        return WriteResult(task_to_dict(original), 1, self.position_of(task_id, 1), False)
 
     def update_task(
         self,
@@ -149,9 +151,8 @@ class TaskApplication(Application[UUID]):
                 check_not_past(changes["due_date"])
             _check_if_match(task, if_match)
             if not changes:
-                return WriteResult(
-                    task_to_dict(task), task.version, self.position_of(task_id, task.version)
-                )
+                position = self.position_of(task_id, task.version)
+                return WriteResult(task_to_dict(task), task.version, position, False)
             task.update(changes, correlation_id, actor)
             try:
                 position = self.committer.commit(task)

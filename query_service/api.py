@@ -18,6 +18,12 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from query_service import history as store
+from query_service.consistency import (
+    PARAMETER,
+    check_issued,
+    read_task,
+    requested_positions,
+)
 from query_service.cursors import load_secret
 from query_service.events import router as events_router
 from query_service.queries import (
@@ -33,12 +39,18 @@ from query_service.queries import (
 )
 from query_service.totals import TotalCache
 from shared.config import Settings
-from shared.domain import EVENTS_TABLE
 from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
 from shared.health import postgres_check
 from shared.openapi import HISTORY_EXAMPLE, TASK_CONTENT, TASK_EXAMPLE
 from shared.server import from_environment
-from shared.web import Resource, get_and_head, json_response, make_app, raw_json_response
+from shared.web import (
+    POSITION_COOKIE,
+    Resource,
+    get_and_head,
+    json_response,
+    make_app,
+    raw_json_response,
+)
 
 log = logging.getLogger("tasks.query")
 
@@ -90,8 +102,9 @@ class PositionWatcher:
             return 0
         return int(value or 0)
 
-    async def wait_for(self, position: int, store_pool: asyncpg.Pool) -> None:
-        """Return once the read model has reached `position`; 503 past the bound."""
+    async def wait_for(self, position: int) -> None:
+        """Return once the read model has reached `position` (an issued one); 503 past the
+        bound."""
         if self.position >= position:
             return
         # The signal may not have arrived yet (or the listener is reconnecting): ask once.
@@ -101,8 +114,6 @@ class PositionWatcher:
         unavailable = ServiceUnavailable(
             f"The read model has not reached position {position} yet", {"Retry-After": "1"}
         )
-        if position > await _store_head(store_pool):
-            raise unavailable
         deadline = time.monotonic() + self.settings.min_position_wait_seconds
         while self.position < position:
             remaining = deadline - time.monotonic()
@@ -115,36 +126,21 @@ class PositionWatcher:
                 self.advance(await self.read())
 
 
-async def _store_head(store_pool: asyncpg.Pool) -> int:
-    """The event store's last position (0 while the store has no table yet)."""
-    try:
-        head = await store_pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
-    except asyncpg.UndefinedTableError:
-        return 0
-    return int(head or 0)
-
-
-def _min_position(request: Request, param: int | None) -> int | None:
-    """`X-Min-Position` or `min_position`; when both are given, the larger."""
-    header = request.headers.get("x-min-position")
-    value = param
-    if header is not None:
-        value = max(value or 0, parse_int("X-Min-Position", header, 0, MAX_POSITION))
-    return value
-
-
-def _requested_position(request: Request, params: dict[str, str]) -> int | None:
-    """As `_min_position`, with `min_position` taken from already collected parameters."""
-    given = params.get("min_position")
-    return _min_position(
-        request, parse_int("min_position", given, 0, MAX_POSITION) if given is not None else None
+def _requested_positions(request: Request, params: dict[str, str]) -> dict[str, int]:
+    """`X-Min-Position` and `min_position` (from already collected parameters) of a read by id;
+    it needs no cookie: it reflects every acknowledged write of its task anyway."""
+    given = params.get(PARAMETER)
+    return requested_positions(
+        request, parse_int(PARAMETER, given, 0, MAX_POSITION) if given is not None else None
     )
 
 
-async def _await_position(request: Request, minimum: int | None) -> None:
-    if minimum:
+async def _await_positions(request: Request, positions: dict[str, int]) -> None:
+    """Wait for the largest position asked for, once it is known to have been issued."""
+    if positions:
         state = request.app.state
-        await state.watcher.wait_for(minimum, state.store_pool)
+        await check_issued(state.store_pool, positions, state.watcher.position)
+        await state.watcher.wait_for(max(positions.values()))
 
 
 def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -170,6 +166,14 @@ MIN_POSITION = {
     "description": PARAMETERS["min_position"],
     "schema": POSITION,
 }
+POSITION_COOKIE_PARAMETER = {
+    "name": POSITION_COOKIE,
+    "in": "cookie",
+    "required": False,
+    "description": "set by every write to its position: a list read waits for the larger of "
+    "it, X-Min-Position and min_position; a position never issued is 422",
+    "schema": POSITION,
+}
 LIST_PARAMETERS = [
     {
         "name": name,
@@ -179,7 +183,7 @@ LIST_PARAMETERS = [
         "schema": PARAMETER_SCHEMAS[name],
     }
     for name, text in PARAMETERS.items()
-] + [MIN_POSITION_HEADER]
+] + [MIN_POSITION_HEADER, POSITION_COOKIE_PARAMETER]
 TASK_ID = {
     "name": "task_id",
     "in": "path",
@@ -249,7 +253,7 @@ async def list_tasks(request: Request) -> Response:
         max_offset=settings.max_offset,
         secret=secret,
     )
-    await _await_position(request, _min_position(request, query.min_position))
+    await _await_positions(request, requested_positions(request, query.min_position, cookie=True))
     try:
         position, total, rows = await _page_and_total(request.app.state, query)
     except asyncpg.UndefinedTableError:
@@ -338,8 +342,11 @@ def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) 
     router,
     "/{task_id}",
     summary="A task, or its state at a version or moment (time travel)",
-    description="`version` and `as_of` exclude each other (both is 422); either answers from "
-    "the event store, deleted states included.",
+    description="Reflects every write acknowledged before the request arrived, for any client, "
+    "with no header or cookie: what the read table has not applied yet is read from the "
+    "store. `X-Min-Position` or `min_position` also waits for the read model to reach it. "
+    "`version` and `as_of` exclude each other (both is 422); either answers from the event "
+    "store, deleted states included.",
     operation_id="getTask",
     response_model=None,
     openapi_extra={
@@ -391,36 +398,29 @@ async def get_task(task_id: str, request: Request) -> Response:
     params = _single_params(request)
     if "version" in params and "as_of" in params:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
-    minimum = _requested_position(request, params)
+    positions = _requested_positions(request, params)
     # Time travel answers deleted tasks anyway (marked deleted); the value is still checked.
     include_deleted = "include_deleted" in params and _bool_param(params, "include_deleted")
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
     uuid = _task_id(task_id)
-    await _await_position(request, minimum)
+    await _await_positions(request, positions)
     try:
-        row = await request.app.state.read_pool.fetchrow(
-            "SELECT s.position, t.doc, t.version FROM projection_state s "
-            "LEFT JOIN tasks t ON t.id = $1 AND (NOT t.deleted OR $2) WHERE s.name = 'projector'",
-            uuid,
-            include_deleted,
-        )
+        found = await read_task(request.app.state, uuid, include_deleted)
     except asyncpg.UndefinedTableError:
         raise ServiceUnavailable(
             "The read model is not initialised yet", {"Retry-After": "1"}
         ) from None
-    position = row["position"]
-    request.app.state.watcher.advance(position)
-    if row["doc"] is None:
+    request.app.state.watcher.advance(found.position)
+    if found.doc is None:
         raise NotFound(
             f"No task {uuid} (unknown, or deleted: include_deleted=true shows deleted tasks)",
-            headers={"X-Projection-Position": str(position)},
+            headers={"X-Projection-Position": str(found.position)},
         )
-    etag = f'"{row["version"]}"'
-    headers = _reading(position, {"ETag": etag})
-    if _matches(request.headers.get("if-none-match"), row["version"]):
+    headers = _reading(found.position, {"ETag": f'"{found.version}"'})
+    if _matches(request.headers.get("if-none-match"), found.version):
         return Response(status_code=304, headers=headers)
-    return raw_json_response(row["doc"].encode(), headers=headers)
+    return raw_json_response(found.doc, headers=headers)
 
 
 def _bool_param(params: dict[str, str], name: str) -> bool:
@@ -522,7 +522,7 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
 async def task_history(task_id: str, request: Request) -> Response:
     params = _single_params(request, HISTORY_PARAMETERS)
     # Validated like every read's; the store already holds every acknowledged write.
-    _requested_position(request, params)
+    _requested_positions(request, params)
     after = parse_int("after_version", params.get("after_version", "0"), 0, MAX_POSITION)
     limit = parse_int(
         "limit", params.get("limit", str(store.HISTORY_LIMIT)), 1, store.MAX_HISTORY_LIMIT
@@ -558,11 +558,16 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
         max_size=settings.read_pool_max,
         reset=_keep_session,
     )
+    # With a read database of its own, every read by id also asks the store (one more query):
+    # the store's pool is sized like the read pool.
     state.store_pool = (
         state.read_pool
         if settings.read_dsn == settings.database_url
         else await asyncpg.create_pool(
-            settings.database_url, min_size=1, max_size=4, reset=_keep_session
+            settings.database_url,
+            min_size=1,
+            max_size=settings.read_pool_max,
+            reset=_keep_session,
         )
     )
     state.cursor_secret = await load_secret(settings)

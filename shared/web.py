@@ -34,6 +34,19 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 _VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]{1,200}$")
 
+POSITION_COOKIE = "tasks_position"
+"""Set by every write to its position: what a session's later list reads wait for."""
+POSITION_COOKIE_MAX_AGE = 300
+"""Seconds: far longer than the projector ever trails, short enough to forget a reset store."""
+
+
+def position_cookie(position: int) -> str:
+    """The `Set-Cookie` value for a write at `position`; it carries no identity and no secret."""
+    return (
+        f"{POSITION_COOKIE}={position}; Max-Age={POSITION_COOKIE_MAX_AGE}; Path=/api/v1; "
+        "HttpOnly; SameSite=Lax"
+    )
+
 
 def json_response(
     content: Any, status: int = 200, headers: dict[str, str] | None = None

@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import hypothesis
 import schemathesis
 from hypothesis.errors import FlakyStrategyDefinition
@@ -30,9 +31,8 @@ CONFIG = schemathesis.Config.from_dict(
         "checks": {
             # On, through `accepted_unless_json_schema_cannot_say` below (never disabled).
             "positive_data_acceptance": {"enabled": False},
-            # The contract keeps history and time travel readable after a deletion, which this
-            # check cannot tell from a plain read; `deleted_tasks_are_gone` below checks those.
-            "use_after_free": {"enabled": False},
+            # A deleted task is gone from every read of it (see `operations` for its history).
+            "use_after_free": {"enabled": True},
             # The one documented 5xx: a wait for a position the read model cannot reach;
             # `no_server_error` below allows it only then.
             "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503"]},
@@ -57,6 +57,14 @@ CONFIG = schemathesis.Config.from_dict(
                 ]
             },
         },
+        # The contract keeps a deleted task's history readable (an audit log outlives what it
+        # records); `deleted_tasks_keep_their_past` below checks that it does.
+        "operations": [
+            {
+                "include-path": "/api/v1/tasks/{task_id}/history",
+                "checks": {"use_after_free": {"enabled": False}},
+            }
+        ],
     }
 )
 
@@ -80,7 +88,11 @@ def no_server_error(_: Any, response: schemathesis.Response, case: schemathesis.
     """No 5xx, but the contract's 503 for a read told to wait for a position (`Retry-After: 1`)."""
     if response.status_code < 500:
         return
-    waited = "X-Min-Position" in (case.headers or {}) or "min_position" in (case.query or {})
+    waited = (
+        "X-Min-Position" in (case.headers or {})
+        or "min_position" in (case.query or {})
+        or "tasks_position" in (case.cookies or {})
+    )
     assert response.status_code == 503, f"server error {response.status_code}"
     assert waited, "503 without a position to wait for"
     assert response.headers.get("retry-after") == ["1"]
@@ -212,19 +224,23 @@ def test_linked_sequences_keep_the_contract(api: Process) -> None:
             scenarios[0] += 1
 
         def before_call(self, case: schemathesis.Case) -> None:
-            """Every second read of a task created in this test is sent as a client that wrote
-            it would send it: the id and the position of the write, nothing else. Random
-            `version`, `as_of` and position values almost never name a real state, so without
-            this a run may never read a live task at all."""
+            """Every second read of a task created in this test is sent as a plain REST client
+            sends it: the id, no parameter, header or cookie. Random `version`, `as_of` and
+            position values almost never name a real state, so without this a run may never
+            read a live task at all. A deleted task is read as it is now, not as it was
+            (`deleted_tasks_keep_their_past` reads its past)."""
             if case.method != "GET" or case.path != task:
                 return
-            created_at = created.get(str(case.path_parameters["task_id"]))
-            if created_at is None:
+            task_id = str(case.path_parameters["task_id"])
+            if task_id in deleted and case.query:
+                case.query = {k: v for k, v in case.query.items() if k not in ("version", "as_of")}
+            if task_id not in created:
                 return
             self.reads += 1
             if self.reads % 2 == 0:
                 case.query = {}
-                case.headers = {"X-Min-Position": str(created_at)}
+                case.headers = {}
+                case.cookies = {}
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             # The client has the key, as the configured auth gives it to single operations.
@@ -234,6 +250,7 @@ def test_linked_sequences_keep_the_contract(api: Process) -> None:
             super().validate_response(response, case, additional_checks=CHECKS, **kwargs)
             self.deleted_tasks_are_gone(response, case)
             self.created_tasks_are_readable(response, case)
+            self.deleted_tasks_keep_their_past(response, case)
             reached.add(f"{case.method} {case.path} {response.status_code}")
             if case.method == "POST" and response.status_code == 201:
                 created[response.json()["id"]] = int(response.headers["x-event-position"][0])
@@ -242,25 +259,19 @@ def test_linked_sequences_keep_the_contract(api: Process) -> None:
                 deleted[str(case.path_parameters["task_id"])] = position
 
         def created_tasks_are_readable(self, response: Any, case: schemathesis.Case) -> None:
-            """A plain read of a live task created in this test, waiting for a position at or
-            after its creation (the link passes the write's position), returns that task."""
+            """A plain read (no parameter, header or cookie) of a live task created in this test
+            returns that task at once: reads by id reflect every acknowledged write."""
             task_id = str((case.path_parameters or {}).get("task_id"))
-            created_at = created.get(task_id)
-            if case.method != "GET" or case.path != task or created_at is None:
+            if case.method != "GET" or case.path != task or task_id not in created:
                 return
-            waited = str((case.headers or {}).get("X-Min-Position", ""))
-            if case.query or set(case.headers or {}) != {"X-Min-Position"} or not waited.isdigit():
-                return
-            if int(waited) < created_at or task_id in deleted:
+            if case.query or case.headers or case.cookies or task_id in deleted:
                 return
             assert response.status_code == 200, f"read of a live task: {response.status_code}"
             assert response.json()["id"] == task_id
 
         def deleted_tasks_are_gone(self, response: Any, case: schemathesis.Case) -> None:
-            """Refused to writes, hidden from reads that waited for the deletion, yet its history
-            and past versions remain."""
-            deleted_at = deleted.get(str((case.path_parameters or {}).get("task_id")))
-            if deleted_at is None:
+            """Refused to writes and hidden from reads at once, yet its history remains."""
+            if str((case.path_parameters or {}).get("task_id")) not in deleted:
                 return
             if case.path.endswith("/history") or {"version", "as_of"} & set(case.query or {}):
                 # schemathesis may send a case without the key (its auth checks); only a request
@@ -269,11 +280,24 @@ def test_linked_sequences_keep_the_contract(api: Process) -> None:
                 if not case.query and not case.headers and sent_key:
                     assert response.status_code == 200, "history of a deleted task"
                 return
-            if case.method == "GET":
-                waited = str((case.headers or {}).get("X-Min-Position", ""))
-                if not waited.isdigit() or int(waited) < deleted_at:
-                    return  # the read model may not have seen the deletion yet
             assert response.status_code >= 400, f"{case.method} of a deleted task answered"
+
+        def deleted_tasks_keep_their_past(self, response: Any, case: schemathesis.Case) -> None:
+            """Right after a deletion, the task's history and its versions stay readable."""
+            if case.method != "DELETE" or response.status_code != 204:
+                return
+            path = f"{api.url}/api/v1/tasks/{case.path_parameters['task_id']}"
+            version = int(response.headers["etag"][0].strip('"'))
+            with httpx.Client(timeout=30) as http:
+                history = http.get(f"{path}/history")
+                before = http.get(path, params={"version": version - 1})
+                after = http.get(path, params={"version": version})
+            assert history.status_code == 200, history.text
+            assert [e["type"] for e in history.json()["events"]][-1] == "TaskSoftDeleted"
+            assert before.status_code == 200, before.text
+            assert before.json()["deleted"] is False
+            assert after.status_code == 200, after.text
+            assert after.json()["deleted"] is True
 
     # Hypothesis refuses to go on when the same choices meet different answers (the server's
     # state moves on); like schemathesis's own runner, start a fresh run then. Failures of the

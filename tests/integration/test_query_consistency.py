@@ -1,4 +1,5 @@
-"""Read-your-writes: X-Projection-Position on every read, X-Min-Position waits or answers 503."""
+"""Read-your-writes: X-Projection-Position on every read, X-Min-Position waits or answers 503,
+a position never issued is 422, and a read by id needs no position at all."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def assert_unavailable(answer: httpx.Response) -> None:
     assert "x-projection-position" in answer.headers
 
 
-async def test_a_read_waits_for_a_stopped_projector_then_answers_503_and_once_it_runs_200(
+async def test_a_read_told_to_wait_for_a_stopped_projector_answers_503_and_once_it_runs_200(
     make_settings: Callable[..., Settings],
 ) -> None:
     async with split_without_projector(make_settings, wait=1.0) as (settings, writes, reads):
@@ -85,7 +86,10 @@ async def test_a_read_waits_for_a_stopped_projector_then_answers_503_and_once_it
         assert_unavailable(stale)
         assert_unavailable(stale_list)
         assert stale.headers["x-projection-position"] == "0"
-        assert without.status_code == 404
+        # Asked for nothing, a read by id answers from the store what the read table lacks.
+        assert without.status_code == 200
+        assert without.json() == write.json()
+        assert without.headers["etag"] == '"1"'
         assert without.headers["x-projection-position"] == "0"
 
         async with projector_task(SimpleNamespace(), settings):
@@ -98,7 +102,7 @@ async def test_a_read_waits_for_a_stopped_projector_then_answers_503_and_once_it
         assert int(fresh.headers["x-projection-position"]) >= int(position)
 
 
-async def test_a_position_beyond_the_store_is_503_at_once_and_the_larger_request_wins(
+async def test_a_position_beyond_the_store_is_422_at_once_naming_where_it_came_from(
     make_settings: Callable[..., Settings],
 ) -> None:
     # A bound far beyond the test's own timeout: only an immediate answer passes.
@@ -107,10 +111,13 @@ async def test_a_position_beyond_the_store_is_503_at_once_and_the_larger_request
         await writes.post("/api/v1/tasks", json={"title": "x"}, headers=JSON)
         beyond = "1000000"
 
+        cookie = {"Cookie": f"tasks_position={beyond}"}
+
         answers = await asyncio.wait_for(
             asyncio.gather(
                 reads.get("/api/v1/tasks", headers={"X-Min-Position": beyond}),
                 reads.get("/api/v1/tasks", params={"min_position": beyond}),
+                reads.get("/api/v1/tasks", headers=cookie),
                 reads.get(
                     "/api/v1/tasks",
                     params={"min_position": beyond},
@@ -119,16 +126,30 @@ async def test_a_position_beyond_the_store_is_503_at_once_and_the_larger_request
                 reads.get(
                     "/api/v1/tasks",
                     params={"min_position": "0"},
-                    headers={"X-Min-Position": beyond},
+                    headers={"X-Min-Position": beyond, **cookie},
                 ),
                 reads.get(f"/api/v1/tasks/{UNKNOWN}", params={"min_position": beyond}),
+                reads.get(f"/api/v1/tasks/{UNKNOWN}", headers={"X-Min-Position": beyond}),
             ),
             timeout=60,
         )
         reached = await reads.get("/api/v1/tasks", params={"min_position": "0"})
 
-        for answer in answers:
-            assert_unavailable(answer)
+        named = [
+            ["X-Min-Position"],
+            ["min_position"],
+            ["tasks_position"],
+            ["min_position"],
+            ["X-Min-Position", "tasks_position"],
+            ["min_position"],
+            ["X-Min-Position"],
+        ]
+        for answer, keys in zip(answers, named, strict=True):
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["error"] == "Validation failed"
+            assert sorted(answer.json()["details"]) == keys
+            assert "retry-after" not in answer.headers
+            assert "x-projection-position" in answer.headers
         assert reached.status_code == 200
 
 

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from query_service import history as store
 from query_service.queries import (
+    MAX_POSITION,
     PARAMETERS,
     ListQuery,
     cursor_values,
@@ -126,7 +127,7 @@ def _min_position(request: Request, param: int | None) -> int | None:
     header = request.headers.get("x-min-position")
     value = param
     if header is not None:
-        value = max(value or 0, parse_int("X-Min-Position", header, 0, 2**62))
+        value = max(value or 0, parse_int("X-Min-Position", header, 0, MAX_POSITION))
     return value
 
 
@@ -134,7 +135,7 @@ def _requested_position(request: Request, params: dict[str, str]) -> int | None:
     """As `_min_position`, with `min_position` taken from already collected parameters."""
     given = params.get("min_position")
     return _min_position(
-        request, parse_int("min_position", given, 0, 2**62) if given is not None else None
+        request, parse_int("min_position", given, 0, MAX_POSITION) if given is not None else None
     )
 
 
@@ -351,7 +352,9 @@ def _matches(header: str | None, version: int) -> bool:
 
 
 async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -> Response:
-    version = parse_int("version", params["version"], 1, 2**62) if "version" in params else None
+    version = None
+    if "version" in params:
+        version = parse_int("version", params["version"], 1, MAX_POSITION)
     as_of = parse_timestamp("as_of", params["as_of"]) if "as_of" in params else None
     uuid = _task_id(task_id)
     task = await store.state_at(request.app.state.store_pool, uuid, version, as_of)
@@ -363,6 +366,10 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
         "Cache-Control": "max-age=31536000, immutable" if settled else "no-cache",
         "X-Projection-Position": str(request.app.state.watcher.position),
     }
+    if request.app.state.settings.api_keys:
+        # A key was needed: no shared cache may keep it, nor hand it to another key's holder.
+        headers["Cache-Control"] = f"private, {headers['Cache-Control']}"
+        headers["Vary"] = "Authorization"
     if _matches(request.headers.get("if-none-match"), task["version"]):
         return Response(status_code=304, headers=headers)
     return json_response(task, headers=headers)

@@ -15,13 +15,16 @@ from uuid import UUID
 import orjson
 
 from shared.errors import ValidationFailed
+from shared.text import normalise_tag
 
 # As on write: C0 controls but tab and newline, DEL, C1 controls, and lone surrogates.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # Matched with fullmatch (`$` would let a trailing newline through) and ASCII digits only
 # (`\d` also takes other scripts' digits, which int() then reads).
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_INT = re.compile(r"[0-9]{1,18}")
+_INT = re.compile(r"[0-9]{1,19}")
+# Positions and versions are PostgreSQL bigints: 19 digits, up to 2**63 - 1.
+MAX_POSITION = 2**63 - 1
 _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
@@ -130,9 +133,10 @@ def _csv(name: str, value: str) -> list[str]:
 def _tags(name: str, value: str) -> list[str]:
     tags: list[str] = []
     for item in _csv(name, value):
-        tag = item.lower()
-        if len(tag) > 50:
-            raise ValidationFailed({name: "Each tag is 1 to 50 characters"})
+        try:
+            tag = normalise_tag(item)  # as on write: a fullwidth `work` finds `work`
+        except ValueError as exc:
+            raise ValidationFailed({name: str(exc)}) from None
         if tag not in tags:
             tags.append(tag)
     # Sorted, so the same set of tags in another order is the same query (and cursor).
@@ -216,7 +220,7 @@ def parse_list_query(items: list[tuple[str, str]], *, max_offset: int, secret: b
         elif name == "offset":
             query.offset = parse_int(name, value, 0, max_offset)
         elif name == "min_position":
-            query.min_position = parse_int(name, value, 0, 2**62)
+            query.min_position = parse_int(name, value, 0, MAX_POSITION)
     if "cursor" in seen:
         if "offset" in seen:
             raise ValidationFailed({"cursor": "Use either cursor or offset"})

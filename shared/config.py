@@ -34,14 +34,30 @@ class Settings(BaseSettings):
 
     run_relay: bool = True
     api_keys: list[str] = Field(default_factory=list)
+    # With keys set, plain list and by-id reads need no key (deleted tasks, history, time travel
+    # and the event feed still do).
+    public_reads: bool = False
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
     # One JSON line per request (uvicorn's own access log stays off: it is not structured).
     access_log: bool = True
+    # The access line logs the path only: query strings hold search terms.
+    access_log_query: bool = False
+    # Peers whose `X-Forwarded-For` names the client (the gateway); nobody's by default.
+    forwarded_allow_ips: str = ""
+    # Uvicorn answers 503 past this many concurrent connections and requests per process.
+    limit_concurrency: int = Field(default=1000, ge=1)
 
     write_pool_size: int = 8
     read_pool_min: int = 2
     read_pool_max: int = 10
+    # List queries have a pool of their own (a flood of them never delays reads by id), run
+    # under a statement timeout, and at most `list_concurrency` at once; a list query that
+    # waits longer than `list_queue_seconds` for its turn, or runs past the timeout, is 503.
+    list_pool_max: int = Field(default=4, ge=1)
+    list_concurrency: int = Field(default=2, ge=1)
+    list_queue_seconds: float = 1.0
+    list_statement_timeout_ms: int = Field(default=2000, ge=1)
 
     max_body_bytes: int = 1_048_576
     max_offset: int = 100_000

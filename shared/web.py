@@ -72,12 +72,19 @@ def valid_token(value: str | None) -> bool:
     return value is not None and _VISIBLE_ASCII.match(value) is not None
 
 
-def write_access_line(request_id: str, scope: Scope, status: int, started: float) -> None:
+def write_access_line(
+    request_id: str, scope: Scope, status: int, started: float, with_query: bool = False
+) -> None:
     """One JSON line per request on stderr, in the same shape as the other log lines.
 
-    Written directly: the logging module's records, caller lookup and handler locks cost more
-    than the request they describe (measured: ~110 us of a ~500 us GET).
+    The path is logged without its query string (search terms are the user's data) unless
+    `with_query` asks for it. Written directly: the logging module's records, caller lookup and
+    handler locks cost more than the request they describe (measured: ~110 us of a ~500 us GET).
     """
+    path: str = scope["path"]
+    query: bytes = scope.get("query_string", b"")
+    if with_query and query:
+        path = f"{path}?{query.decode('latin-1')}"
     entry = {
         "time": datetime.now(UTC).isoformat(),
         "level": "INFO",
@@ -85,7 +92,7 @@ def write_access_line(request_id: str, scope: Scope, status: int, started: float
         "message": "request",
         "correlation_id": request_id,
         "method": scope["method"],
-        "path": scope["path"],
+        "path": path,
         "status": status,
         "ms": round((time.perf_counter() - started) * 1000, 2),
     }
@@ -100,10 +107,13 @@ class RequestIdMiddleware:
     unhandled exception with the contract's 500; counts and times the request in `metrics`
     and writes its log line when `log_requests` is on."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, log_requests: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, log_requests: bool = True, log_query: bool = False
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.log_requests = log_requests
+        self.log_query = log_query
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -134,7 +144,12 @@ class RequestIdMiddleware:
                     names = {name for name, _ in headers}
                     if b"cache-control" not in names:
                         headers.append((b"cache-control", b"no-cache" if read else b"no-store"))
-                    if watcher is not None and b"x-projection-position" not in names:
+                    # Not on 401/403: an anonymous client learns nothing of the store.
+                    if (
+                        watcher is not None
+                        and status not in (401, 403)
+                        and b"x-projection-position" not in names
+                    ):
                         headers.append((b"x-projection-position", str(watcher.position).encode()))
                 message["headers"] = headers
             await send(message)
@@ -151,7 +166,7 @@ class RequestIdMiddleware:
         finally:
             self.metrics.observe(scope, status, time.perf_counter() - started)
             if self.log_requests:
-                write_access_line(request_id, scope, status, started)
+                write_access_line(request_id, scope, status, started, self.log_query)
             request_id_var.reset(token)
 
 
@@ -241,7 +256,7 @@ def make_app(
     app.openapi = openapi  # type: ignore[method-assign]
     for middleware_class, options in middleware or []:
         app.add_middleware(middleware_class, **options)  # innermost first
-    app.add_middleware(ApiKeyGate, keys=settings.api_keys)
+    app.add_middleware(ApiKeyGate, keys=settings.api_keys, public_reads=settings.public_reads)
     app.add_middleware(RequestLimits, **request_limits(settings))
     if settings.cors_origins:  # off unless origins are listed
         app.add_middleware(
@@ -266,5 +281,10 @@ def make_app(
                 "X-Request-ID",
             ],
         )
-    app.add_middleware(RequestIdMiddleware, metrics=metrics, log_requests=settings.access_log)
+    app.add_middleware(
+        RequestIdMiddleware,
+        metrics=metrics,
+        log_requests=settings.access_log,
+        log_query=settings.access_log_query,
+    )
     return app

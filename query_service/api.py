@@ -193,10 +193,16 @@ async def list_tasks(request: Request) -> Response:
     )
     await _await_position(request, _min_position(request, query.min_position))
     try:
-        position, total, rows = await _page_and_total(request.app.state, query)
+        async with _list_turn(request.app.state, settings):
+            position, total, rows = await _page_and_total(request.app.state, query)
     except asyncpg.UndefinedTableError:
         raise ServiceUnavailable(
             "The read model is not initialised yet", {"Retry-After": "1"}
+        ) from None
+    except asyncpg.QueryCanceledError:
+        raise ServiceUnavailable(
+            "The list query ran past its time budget; narrow it or try again later",
+            {"Retry-After": "1"},
         ) from None
     page = [row for row in rows if row["doc"] is not None]
     more = len(page) > query.limit
@@ -225,6 +231,23 @@ async def list_tasks(request: Request) -> Response:
     return raw_json_response(body, headers=_reading(position))
 
 
+@contextlib.asynccontextmanager
+async def _list_turn(state: Any, settings: Settings) -> AsyncIterator[None]:
+    """A turn among the list queries: at most `list_concurrency` run at once, and one that
+    cannot start within `list_queue_seconds` is 503 (never a hang)."""
+    try:
+        async with asyncio.timeout(settings.list_queue_seconds):
+            await state.list_slots.acquire()  # gives the turn back if cancelled once granted
+    except TimeoutError:
+        raise ServiceUnavailable(
+            "Too many list queries at once; try again later", {"Retry-After": "1"}
+        ) from None
+    try:
+        yield
+    finally:
+        state.list_slots.release()
+
+
 async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[asyncpg.Record]]:
     """The page, its exact total and the position they both describe.
 
@@ -236,12 +259,12 @@ async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[
     totals: TotalCache = state.totals
     known = totals.position_of(statements.total_key)
     if known is not None and known >= state.watcher.position:
-        rows = await state.read_pool.fetch(statements.page_sql, *statements.args)
+        rows = await state.list_pool.fetch(statements.page_sql, *statements.args)
         position = rows[0]["position"]
         total = totals.total(statements.total_key, position)
         if total is not None:
             return position, total, rows
-    rows = await state.read_pool.fetch(statements.sql, *statements.args)
+    rows = await state.list_pool.fetch(statements.sql, *statements.args)
     position, total = rows[0]["position"], rows[0]["total"]
     totals.remember(statements.total_key, position, total)
     return position, total, rows
@@ -431,6 +454,15 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
         max_size=settings.read_pool_max,
         reset=_keep_session,
     )
+    # List queries apart: the heavy ones wait for their own connections, reads by id never do.
+    state.list_pool = await asyncpg.create_pool(
+        settings.read_dsn,
+        min_size=1,
+        max_size=settings.list_concurrency,
+        reset=_keep_session,
+        server_settings={"statement_timeout": str(settings.list_statement_timeout_ms)},
+    )
+    state.list_slots = asyncio.Semaphore(settings.list_concurrency)
     state.store_pool = (
         state.read_pool
         if settings.read_dsn == settings.database_url
@@ -450,6 +482,7 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
             await watching
         if state.store_pool is not state.read_pool:
             await state.store_pool.close()
+        await state.list_pool.close()
         await state.read_pool.close()
 
 

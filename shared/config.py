@@ -51,10 +51,9 @@ class Settings(BaseSettings):
     write_pool_size: int = 8
     read_pool_min: int = 2
     read_pool_max: int = 10
-    # List queries have a pool of their own (a flood of them never delays reads by id), run
-    # under a statement timeout, and at most `list_concurrency` at once; a list query that
-    # waits longer than `list_queue_seconds` for its turn, or runs past the timeout, is 503.
-    list_pool_max: int = Field(default=4, ge=1)
+    # List queries have a pool of their own, `list_concurrency` connections (a flood of them
+    # never delays reads by id), and run under a statement timeout; a list query that waits
+    # longer than `list_queue_seconds` for a connection, or runs past the timeout, is 503.
     list_concurrency: int = Field(default=2, ge=1)
     list_queue_seconds: float = 1.0
     list_statement_timeout_ms: int = Field(default=2000, ge=1)

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     relay_port: int = 8004
 
     run_relay: bool = True
+    # Each process creates what it needs (database, tables) at start. Off where the apps connect
+    # as least-privilege roles that may not create anything: `cli.py migrate` does it once.
+    migrate_on_start: bool = True
     api_keys: list[str] = Field(default_factory=list)
     # With keys set, plain list and by-id reads need no key (deleted tasks, history, time travel
     # and the event feed still do).

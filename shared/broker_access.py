@@ -40,17 +40,19 @@ def _only(*names: str) -> str:
     return "^(" + "|".join(re.escape(name) for name in names) + ")$"
 
 
-def permissions(settings: Settings) -> dict[str, dict[str, str]]:
+def permissions(
+    settings: Settings, relay: str = RELAY_USER, projector: str = PROJECTOR_USER
+) -> dict[str, dict[str, str]]:
     """configure / write / read patterns per role user, on the settings' exchange and queues."""
     exchange, queue, dlq = settings.exchange, settings.projector_queue, settings.dead_letter_queue
     return {
-        RELAY_USER: {
+        relay: {
             "configure": _only(exchange, queue, dlq),
             # Publishing needs write on the exchange; binding the queue, write on the queue.
             "write": _only(exchange, queue, dlq),
             "read": _only(exchange),
         },
-        PROJECTOR_USER: {
+        projector: {
             "configure": _only(exchange, queue, dlq),
             # Its queues (binding), and the default exchange for dead letters: not the exchange.
             "write": _only(queue, dlq, "amq.default"),
@@ -60,11 +62,15 @@ def permissions(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def definitions(
-    settings: Settings, passwords: dict[str, str], admin_user: str = "tasks-admin"
+    settings: Settings,
+    passwords: dict[str, str],
+    admin_user: str = "tasks-admin",
+    relay_user: str = RELAY_USER,
+    projector_user: str = PROJECTOR_USER,
 ) -> dict[str, Any]:
     """The definitions: `passwords` maps "admin", "relay" and "projector" to passwords."""
-    users = {admin_user: "admin", RELAY_USER: "relay", PROJECTOR_USER: "projector"}
-    granted = permissions(settings)
+    users = {admin_user: "admin", relay_user: "relay", projector_user: "projector"}
+    granted = permissions(settings, relay_user, projector_user)
     return {
         "users": [
             {

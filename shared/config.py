@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scope = Literal["read", "write", "audit"]
+
+
+class ApiKeyEntry(BaseModel):
+    """A named key limited to scopes: `read` (lists and tasks), `write` (POST, PATCH, DELETE),
+    `audit` (history, time travel, the event feed). Without `scopes` it may do everything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1)
+    scopes: list[Scope] | None = Field(default=None, min_length=1)
 
 
 class Settings(BaseSettings):
@@ -36,7 +49,9 @@ class Settings(BaseSettings):
     # Each process creates what it needs (database, tables) at start. Off where the apps connect
     # as least-privilege roles that may not create anything: `cli.py migrate` does it once.
     migrate_on_start: bool = True
-    api_keys: list[str] = Field(default_factory=list)
+    # A JSON list of keys, or an object naming each: {"name": "key"} or
+    # {"name": {"key": "...", "scopes": ["read"]}} (shared/auth.py).
+    api_keys: dict[str, str | ApiKeyEntry] | list[str] = Field(default_factory=list)
     # With keys set, plain list and by-id reads need no key (deleted tasks, history, time travel
     # and the event feed still do).
     public_reads: bool = False
@@ -89,7 +104,9 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """These settings as the `TASKS_*` variables a child process reads them from."""
         return {
-            f"TASKS_{name.upper()}": json.dumps(value) if isinstance(value, list) else str(value)
+            f"TASKS_{name.upper()}": json.dumps(value)
+            if isinstance(value, (list, dict))
+            else str(value)
             for name, value in self.model_dump().items()
             if value is not None
         }

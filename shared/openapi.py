@@ -112,6 +112,9 @@ def merge_documents(title: str, *documents: dict[str, Any]) -> dict[str, Any]:
         for path, operations in document.get("paths", {}).items():
             merged["paths"].setdefault(path, {}).update(operations)
         merged["components"]["schemas"].update(document.get("components", {}).get("schemas", {}))
+        schemes = document.get("components", {}).get("securitySchemes", {})
+        if schemes:
+            merged["components"].setdefault("securitySchemes", {}).update(schemes)
     merged["paths"] = dict(sorted(merged["paths"].items()))
     merged["components"]["schemas"] = dict(sorted(merged["components"]["schemas"].items()))
     return merged

@@ -170,6 +170,30 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "When API keys are configured (TASKS_API_KEYS), every /api/ operation needs "
+    "a key holding the scope listed on it: read (lists and tasks), write (POST, PATCH, DELETE) "
+    "or audit (history, the event feed, and time travel: version or as_of on a task). A key "
+    "configured without scopes holds all three. TASKS_PUBLIC_READS=true opens plain list and "
+    "by-id reads to anonymous clients.",
+}
+
+
+def add_security(schema: dict[str, Any]) -> None:
+    """The bearer scheme, and on each `/api/` operation the scope it needs (OpenAPI 3.1 lets a
+    non-OAuth requirement list role names: here the scopes)."""
+    from shared.auth import operation_scope
+
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["ApiKey"] = SECURITY_SCHEME
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/api/"):
+            for method, operation in operations.items():
+                operation["security"] = [{"ApiKey": [operation_scope(method, path)]}]
+
+
 Resource = Callable[[Any, "Settings"], AbstractAsyncContextManager[None]]
 """Something a process holds open while it serves: `resource(app.state, settings)`."""
 
@@ -245,6 +269,7 @@ def make_app(
             for name in ("HTTPValidationError", "ValidationError"):
                 components.pop(name, None)
             error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            add_security(schema)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     for status, response in operation.get("responses", {}).items():

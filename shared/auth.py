@@ -32,7 +32,7 @@ PRIVILEGED_PARAMETERS = {"include_deleted", "version", "as_of"}
 TIME_TRAVEL_PARAMETERS = {"version", "as_of"}
 SCOPES = ("read", "write", "audit")
 # The reads `public_reads` opens: the list and a task by id (no sub-resource, no other route).
-_PUBLIC_READ = re.compile(r"/api/v1/tasks(/[^/]+)?")
+PUBLIC_READ = re.compile(r"/api/v1/tasks(/[^/]+)?")
 # Audit reads: a task's history and the event feed (time travel is a parameter of a read).
 _AUDIT_PATH = re.compile(r"/api/v1/tasks/[^/]+/history|/api/v1/events(/.*)?")
 
@@ -100,7 +100,7 @@ class ApiKeyGate:
     def _needs_key(self, scope: Scope) -> bool:
         if not self.public_reads or scope["method"] not in ("GET", "HEAD"):
             return True
-        if not _PUBLIC_READ.fullmatch(scope["path"]):
+        if not PUBLIC_READ.fullmatch(scope["path"]):
             return True
         return bool(_parameters(scope) & PRIVILEGED_PARAMETERS)
 

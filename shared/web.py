@@ -177,21 +177,31 @@ SECURITY_SCHEME = {
     "a key holding the scope listed on it: read (lists and tasks), write (POST, PATCH, DELETE) "
     "or audit (history, the event feed, and time travel: version or as_of on a task). A key "
     "configured without scopes holds all three. TASKS_PUBLIC_READS=true opens plain list and "
-    "by-id reads to anonymous clients.",
+    "by-id reads to anonymous clients. An operation that also lists the empty requirement needs "
+    "no key in the deployment that served this document.",
 }
 
 
-def add_security(schema: dict[str, Any]) -> None:
+def add_security(schema: dict[str, Any], settings: Settings) -> None:
     """The bearer scheme, and on each `/api/` operation the scope it needs (OpenAPI 3.1 lets a
-    non-OAuth requirement list role names: here the scopes)."""
-    from shared.auth import operation_scope
+    non-OAuth requirement list role names: here the scopes). Where no key is needed (none are
+    configured, or a public read), the operation also lists the empty requirement."""
+    from shared.auth import PUBLIC_READ, operation_scope
 
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})["ApiKey"] = SECURITY_SCHEME
     for path, operations in schema.get("paths", {}).items():
         if path.startswith("/api/"):
             for method, operation in operations.items():
-                operation["security"] = [{"ApiKey": [operation_scope(method, path)]}]
+                security: list[dict[str, list[str]]] = [{"ApiKey": [operation_scope(method, path)]}]
+                public = (
+                    settings.public_reads
+                    and method in ("get", "head")
+                    and PUBLIC_READ.fullmatch(path.replace("{task_id}", "x")) is not None
+                )
+                if not settings.api_keys or public:
+                    security.append({})
+                operation["security"] = security
 
 
 Resource = Callable[[Any, "Settings"], AbstractAsyncContextManager[None]]
@@ -269,7 +279,7 @@ def make_app(
             for name in ("HTTPValidationError", "ValidationError"):
                 components.pop(name, None)
             error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-            add_security(schema)
+            add_security(schema, settings)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     for status, response in operation.get("responses", {}).items():

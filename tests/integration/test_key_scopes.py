@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -121,18 +122,33 @@ def test_an_unknown_or_empty_scope_or_entry_is_refused_at_start(entry: dict[str,
         Settings(api_keys={"name": entry})  # type: ignore[arg-type]
 
 
-def test_the_openapi_document_names_the_scope_of_every_api_operation() -> None:
-    document = json.loads(WHOLE_API.read_text())
-    paths = document["paths"]
+def security(document: dict[str, Any], path: str, method: str) -> list[dict[str, list[str]]]:
+    requirements: list[dict[str, list[str]]] = document["paths"][path][method]["security"]
+    return requirements
 
-    scheme = document["components"]["securitySchemes"]["ApiKey"]
+
+def test_the_openapi_document_names_the_scope_of_every_api_operation() -> None:
+    keyed = create_app(Settings(api_keys=KEYS)).openapi()  # type: ignore[arg-type]
+    public = create_app(Settings(api_keys=KEYS, public_reads=True)).openapi()  # type: ignore[arg-type]
+    committed = json.loads(WHOLE_API.read_text())  # generated without keys
+
+    scheme = keyed["components"]["securitySchemes"]["ApiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     assert all(scope in scheme["description"] for scope in ("read", "write", "audit"))
-    assert paths["/api/v1/tasks"]["get"]["security"] == [{"ApiKey": ["read"]}]
-    assert paths["/api/v1/tasks"]["post"]["security"] == [{"ApiKey": ["write"]}]
-    assert paths["/api/v1/tasks/{task_id}"]["patch"]["security"] == [{"ApiKey": ["write"]}]
-    assert paths["/api/v1/tasks/{task_id}"]["delete"]["security"] == [{"ApiKey": ["write"]}]
-    assert paths["/api/v1/tasks/{task_id}/history"]["get"]["security"] == [{"ApiKey": ["audit"]}]
-    for path, operations in paths.items():
+    expected = {
+        ("/api/v1/tasks", "get"): "read",
+        ("/api/v1/tasks", "post"): "write",
+        ("/api/v1/tasks/{task_id}", "get"): "read",
+        ("/api/v1/tasks/{task_id}", "patch"): "write",
+        ("/api/v1/tasks/{task_id}", "delete"): "write",
+        ("/api/v1/tasks/{task_id}/history", "get"): "audit",
+    }
+    for (path, method), scope in expected.items():
+        assert security(keyed, path, method) == [{"ApiKey": [scope]}]
+        # Without keys configured, the empty requirement says no key is needed.
+        assert security(committed, path, method) == [{"ApiKey": [scope]}, {}]
+        opened = method == "get" and not path.endswith("/history")
+        assert security(public, path, method) == [{"ApiKey": [scope]}] + ([{}] if opened else [])
+    for path, operations in keyed["paths"].items():
         for operation in operations.values():
             assert ("security" in operation) == path.startswith("/api/"), path

@@ -22,10 +22,15 @@ FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TASKS_HOST=0.0.0.0
+    TASKS_HOST=127.0.0.1
 
+# Loopback by default: a process reached directly has no gateway in front of it. Compose sets
+# TASKS_HOST=0.0.0.0 on private networks that only the gateway (the public edge) shares.
+# /var/lib/tasks-broker is where `broker-init` writes the broker's definitions (a named volume
+# takes this directory's owner).
 RUN groupadd --system --gid 10001 tasks \
- && useradd --system --uid 10001 --gid tasks --no-create-home --shell /usr/sbin/nologin tasks
+ && useradd --system --uid 10001 --gid tasks --no-create-home --shell /usr/sbin/nologin tasks \
+ && mkdir -p /var/lib/tasks-broker && chown tasks:tasks /var/lib/tasks-broker
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app

@@ -379,7 +379,8 @@ async def delete_task(task_id: str, request: Request) -> Response:
 @contextlib.asynccontextmanager
 async def event_store(state: Any, settings: Settings) -> AsyncIterator[None]:
     """The library's application over a migrated store."""
-    await migrate_store(settings)
+    if settings.migrate_on_start:
+        await migrate_store(settings)
     state.tasks = await asyncio.to_thread(TaskApplication, settings, {"CREATE_TABLE": "n"})
     try:
         yield

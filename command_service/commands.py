@@ -21,21 +21,25 @@ from pydantic import (
 )
 
 from shared.errors import ValidationFailed, validation_details
+from shared.text import (
+    BIDI_CONTROL_RANGES,
+    FORMAT_CHARACTER_RANGES,
+    MAX_TAG,
+    check_free_text,
+    normalise_tag,
+)
 from shared.web import valid_token
 
 # ASCII digits only: `\d` would also match other scripts' digits.
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-# C0 controls but tab and newline, DEL, C1 controls, and surrogates (a lone one survives parsing).
-# (In JSON Schema patterns without the surrogates: a string with a lone one is no valid JSON text
-# for most tools, and schemathesis drops a pattern that names them.)
+# C0 controls but tab and newline, DEL and C1 controls (shared/text.py refuses them, and lone
+# surrogates); for the JSON Schema patterns below.
 CONTROL_CHARACTERS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
-_FORBIDDEN = re.compile(f"[{CONTROL_CHARACTERS}\\ud800-\\udfff]")
 _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 10_000
-MAX_TAG = 50
 MAX_TAGS = 20
 UPDATABLE = ("title", "description", "priority", "due_date", "tags", "completed")
 
@@ -44,32 +48,17 @@ def today_utc() -> date:
     return datetime.now(UTC).date()
 
 
-def check_text(value: str) -> str:
-    if _FORBIDDEN.search(value):
-        raise ValueError("Must not contain control characters, NUL or unpaired surrogates")
-    return value
-
-
 def check_title(value: str) -> str:
-    title = check_text(value).strip()
+    title = check_free_text(value).strip()
     if not 1 <= len(title) <= MAX_TITLE:
         raise ValueError(f"Must be 1 to {MAX_TITLE} characters after trimming")
     return title
 
 
 def check_description(value: str | None) -> str | None:
-    if value is not None and len(check_text(value)) > MAX_DESCRIPTION:
+    if value is not None and len(check_free_text(value)) > MAX_DESCRIPTION:
         raise ValueError(f"Must be at most {MAX_DESCRIPTION} characters")
     return value
-
-
-def normalise_tag(value: str) -> str:
-    tag = check_text(value).strip().lower()
-    if not 1 <= len(tag) <= MAX_TAG:
-        raise ValueError(f"Must be 1 to {MAX_TAG} characters after trimming")
-    if "," in tag:
-        raise ValueError("Must not contain commas")
-    return tag
 
 
 def dedupe_tags(tags: list[str]) -> list[str]:
@@ -157,9 +146,9 @@ def trimmed_pattern(most: int, also_refused: str = "") -> str:
     return rf"{space}*[^\s{refused}](?:[^{refused}]{{0,{most - 2}}}[^\s{refused}])?{space}*"
 
 
-TITLE_PATTERN = f"^{trimmed_pattern(MAX_TITLE)}$"
-TAG_PATTERN = f"^{trimmed_pattern(MAX_TAG, ',')}$"
-TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}]*$"
+TITLE_PATTERN = f"^{trimmed_pattern(MAX_TITLE, BIDI_CONTROL_RANGES)}$"
+TAG_PATTERN = f"^{trimmed_pattern(MAX_TAG, ',' + FORMAT_CHARACTER_RANGES)}$"
+TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}{BIDI_CONTROL_RANGES}]*$"
 DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 

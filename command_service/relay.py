@@ -221,7 +221,8 @@ async def relay_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def relay_task(state: Any, settings: Settings) -> AsyncIterator[None]:
-    await migrate_store(settings)
+    if settings.migrate_on_start:
+        await migrate_store(settings)
     relay = Relay(settings)
     state.relay = relay
     task = asyncio.create_task(relay.run(), name="relay")

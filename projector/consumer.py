@@ -326,7 +326,8 @@ async def projector_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def projector_task(state: Any, settings: Settings) -> AsyncIterator[None]:
-    await migrate_read_model(settings)
+    if settings.migrate_on_start:
+        await migrate_read_model(settings)
     projector = Projector(settings)
     state.projector = projector
     task = asyncio.create_task(projector.run(), name="projector")

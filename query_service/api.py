@@ -255,10 +255,16 @@ async def list_tasks(request: Request) -> Response:
     )
     await _await_positions(request, requested_positions(request, query.min_position, cookie=True))
     try:
-        position, total, rows = await _page_and_total(request.app.state, query)
+        async with _list_turn(request.app.state, settings):
+            position, total, rows = await _page_and_total(request.app.state, query)
     except asyncpg.UndefinedTableError:
         raise ServiceUnavailable(
             "The read model is not initialised yet", {"Retry-After": "1"}
+        ) from None
+    except asyncpg.QueryCanceledError:
+        raise ServiceUnavailable(
+            "The list query ran past its time budget; narrow it or try again later",
+            {"Retry-After": "1"},
         ) from None
     page = [row for row in rows if row["doc"] is not None]
     more = len(page) > query.limit
@@ -295,6 +301,23 @@ def _page_links(query: ListQuery, next_cursor: str | None) -> dict[str, str]:
     return links
 
 
+@contextlib.asynccontextmanager
+async def _list_turn(state: Any, settings: Settings) -> AsyncIterator[None]:
+    """A turn among the list queries: at most `list_concurrency` run at once, and one that
+    cannot start within `list_queue_seconds` is 503 (never a hang)."""
+    try:
+        async with asyncio.timeout(settings.list_queue_seconds):
+            await state.list_slots.acquire()  # gives the turn back if cancelled once granted
+    except TimeoutError:
+        raise ServiceUnavailable(
+            "Too many list queries at once; try again later", {"Retry-After": "1"}
+        ) from None
+    try:
+        yield
+    finally:
+        state.list_slots.release()
+
+
 async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[asyncpg.Record]]:
     """The page, its exact total and the position they both describe.
 
@@ -306,12 +329,12 @@ async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[
     totals: TotalCache = state.totals
     known = totals.position_of(statements.total_key)
     if known is not None and known >= state.watcher.position:
-        rows = await state.read_pool.fetch(statements.page_sql, *statements.args)
+        rows = await state.list_pool.fetch(statements.page_sql, *statements.args)
         position = rows[0]["position"]
         total = totals.total(statements.total_key, position, rows[0]["generation"])
         if total is not None:
             return position, total, rows
-    rows = await state.read_pool.fetch(statements.sql, *statements.args)
+    rows = await state.list_pool.fetch(statements.sql, *statements.args)
     position, total = rows[0]["position"], rows[0]["total"]
     totals.remember(statements.total_key, position, total, rows[0]["generation"])
     return position, total, rows
@@ -457,6 +480,10 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
         "Cache-Control": "max-age=31536000, immutable" if settled else "no-cache",
         "X-Projection-Position": str(request.app.state.watcher.position),
     }
+    if request.app.state.settings.api_keys:
+        # A key was needed: no shared cache may keep it, nor hand it to another key's holder.
+        headers["Cache-Control"] = f"private, {headers['Cache-Control']}"
+        headers["Vary"] = "Authorization"
     if _matches(request.headers.get("if-none-match"), task["version"]):
         return Response(status_code=304, headers=headers)
     return json_response(task, headers=headers)
@@ -558,6 +585,15 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
         max_size=settings.read_pool_max,
         reset=_keep_session,
     )
+    # List queries apart: the heavy ones wait for their own connections, reads by id never do.
+    state.list_pool = await asyncpg.create_pool(
+        settings.read_dsn,
+        min_size=1,
+        max_size=settings.list_concurrency,
+        reset=_keep_session,
+        server_settings={"statement_timeout": str(settings.list_statement_timeout_ms)},
+    )
+    state.list_slots = asyncio.Semaphore(settings.list_concurrency)
     # With a read database of its own, every read by id also asks the store (one more query):
     # the store's pool is sized like the read pool.
     state.store_pool = (
@@ -583,6 +619,7 @@ async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
             await watching
         if state.store_pool is not state.read_pool:
             await state.store_pool.close()
+        await state.list_pool.close()
         await state.read_pool.close()
 
 

@@ -15,6 +15,7 @@ import orjson
 from query_service.cursors import decode_cursor, encode_cursor, invalid
 from shared.config import Settings
 from shared.errors import ValidationFailed
+from shared.text import FORMAT_CHARACTER_RANGES, normalise_tag
 
 DEFAULT_MAX_OFFSET: int = Settings.model_fields["max_offset"].default
 
@@ -23,7 +24,7 @@ _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # Matched with fullmatch (`$` would let a trailing newline through) and ASCII digits only
 # (`\d` also takes other scripts' digits, which int() then reads).
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_INT = re.compile(r"[0-9]{1,18}")
+_INT = re.compile(r"[0-9]{1,19}")
 # The controls `_FORBIDDEN` refuses, for JSON Schema patterns (a query string holds no lone
 # surrogate: it is not UTF-8), and the whitespace `strip` trims that is no such control.
 _CONTROL = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
@@ -36,7 +37,8 @@ MAX_Q = 200
 MAX_TAG = 50
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
-MAX_POSITION = 10**18 - 1
+# Positions and versions are PostgreSQL bigints: 19 digits, up to 2**63 - 1.
+MAX_POSITION = 2**63 - 1
 """The largest position a parameter or header may name (18 digits)."""
 LIST_PATH = "/api/v1/tasks"
 
@@ -94,9 +96,9 @@ _TIMESTAMP_SCHEMA: dict[str, Any] = {
 }
 _DATE_SCHEMA: dict[str, Any] = {"type": "string", "format": "date", "pattern": f"^{_DATE.pattern}$"}
 _SORT_KEY = f"{_SPACE}-?(?:{'|'.join(SORT_COLUMNS)}){_SPACE}"
-_TAG_ITEM = (
-    f"{_SPACE}[^,\\s{_CONTROL}](?:[^,{_CONTROL}]{{0,{MAX_TAG - 2}}}[^,\\s{_CONTROL}])?{_SPACE}"
-)
+# Refused in a tag (as on write): controls, commas and invisible format characters.
+_NOT_TAG = f",{_CONTROL}{FORMAT_CHARACTER_RANGES}"
+_TAG_ITEM = f"{_SPACE}[^\\s{_NOT_TAG}](?:[^{_NOT_TAG}]{{0,{MAX_TAG - 2}}}[^\\s{_NOT_TAG}])?{_SPACE}"
 
 PARAMETER_SCHEMAS: dict[str, dict[str, Any]] = {
     "completed": _BOOLEAN,
@@ -219,9 +221,10 @@ def _csv(name: str, value: str) -> list[str]:
 def _tags(name: str, value: str) -> list[str]:
     tags: list[str] = []
     for item in _csv(name, value):
-        tag = item.lower()
-        if len(tag) > MAX_TAG:
-            raise ValidationFailed({name: "Each tag is 1 to 50 characters"})
+        try:
+            tag = normalise_tag(item)  # as on write: a fullwidth `work` finds `work`
+        except ValueError as exc:
+            raise ValidationFailed({name: str(exc)}) from None
         if tag not in tags:
             tags.append(tag)
     # Sorted, so the same set of tags in another order is the same query (and cursor).

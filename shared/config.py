@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 RESERVED_ACTORS = frozenset({"anonymous", "unknown"})
 """Actors the service itself records: no key may take these names."""
+
+Scope = Literal["read", "write", "audit"]
+
+
+class ApiKeyEntry(BaseModel):
+    """A named key limited to scopes: `read` (lists and tasks), `write` (POST, PATCH, DELETE),
+    `audit` (history, time travel, the event feed). Without `scopes` it may do everything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1)
+    scopes: list[Scope] | None = Field(default=None, min_length=1)
 
 
 class Settings(BaseSettings):
@@ -47,17 +60,36 @@ class Settings(BaseSettings):
     relay_port: int = 8004
 
     run_relay: bool = True
-    # A JSON object {"name": "key"} (the name is the actor recorded in events), or a list of
-    # keys, named `key-<hash prefix>` (shared/auth.py).
-    api_keys: dict[str, str] | list[str] = Field(default_factory=list)
+    # Each process creates what it needs (database, tables) at start. Off where the apps connect
+    # as least-privilege roles that may not create anything: `cli.py migrate` does it once.
+    migrate_on_start: bool = True
+    # A JSON list of keys, or an object naming each (the name is the actor recorded in events):
+    # {"name": "key"} or
+    # {"name": {"key": "...", "scopes": ["read"]}} (shared/auth.py).
+    api_keys: dict[str, str | ApiKeyEntry] | list[str] = Field(default_factory=list)
+    # With keys set, plain list and by-id reads need no key (deleted tasks, history, time travel
+    # and the event feed still do).
+    public_reads: bool = False
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
     # One JSON line per request (uvicorn's own access log stays off: it is not structured).
     access_log: bool = True
+    # The access line logs the path only: query strings hold search terms.
+    access_log_query: bool = False
+    # Peers whose `X-Forwarded-For` names the client (the gateway); nobody's by default.
+    forwarded_allow_ips: str = ""
+    # Uvicorn answers 503 past this many concurrent connections and requests per process.
+    limit_concurrency: int = Field(default=1000, ge=1)
 
     write_pool_size: int = 8
     read_pool_min: int = 2
     read_pool_max: int = 10
+    # List queries have a pool of their own, `list_concurrency` connections (a flood of them
+    # never delays reads by id), and run under a statement timeout; a list query that waits
+    # longer than `list_queue_seconds` for a connection, or runs past the timeout, is 503.
+    list_concurrency: int = Field(default=2, ge=1)
+    list_queue_seconds: float = 1.0
+    list_statement_timeout_ms: int = Field(default=2000, ge=1)
 
     max_body_bytes: int = 1_048_576
     max_offset: int = 100_000
@@ -99,8 +131,11 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys")
     @classmethod
-    def _key_names(cls, value: dict[str, str] | list[str]) -> dict[str, str] | list[str]:
-        keys = list(value.values()) if isinstance(value, dict) else value
+    def _key_names(
+        cls, value: dict[str, str | ApiKeyEntry] | list[str]
+    ) -> dict[str, str | ApiKeyEntry] | list[str]:
+        entries = list(value.values()) if isinstance(value, dict) else value
+        keys = [entry if isinstance(entry, str) else entry.key for entry in entries]
         if any(not key for key in keys) or len(set(keys)) != len(keys):
             raise ValueError("API keys must be non-empty and distinct")
         for name in value if isinstance(value, dict) else ():

@@ -167,20 +167,7 @@ COMMON_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 BEARER = "bearer"
-KEY: list[dict[str, list[str]]] = [{BEARER: []}]
-KEY_FOR_PRIVILEGED: list[dict[str, list[str]]] = [{}, {BEARER: []}]
-SECURITY: dict[str, list[dict[str, list[str]]]] = {
-    "createTask": KEY,
-    "updateTask": KEY,
-    "deleteTask": KEY,
-    "getTaskHistory": KEY,
-    "listEvents": KEY,
-    # Anonymous while the read has no privileged parameter (include_deleted, version, as_of).
-    "listTasks": KEY_FOR_PRIVILEGED,
-    "getTask": KEY_FOR_PRIVILEGED,
-}
-"""Which operations need `Authorization: Bearer <key>` when API keys are configured (without
-keys configured, none does). Scopes, when there are some, go in the lists."""
+"""The security scheme's name; `shared/web.py` puts on each `/api/` operation the scope it needs."""
 
 REQUEST_ID = {
     "name": "X-Request-ID",
@@ -243,20 +230,10 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def finish_document(schema: dict[str, Any]) -> None:
-    """What every operation shares: the bearer scheme where a key is needed, the request id in
-    and out, an example of every error, and the headers errors carry."""
-    components = schema.setdefault("components", {})
-    components["securitySchemes"] = {
-        BEARER: {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "An API key (TASKS_API_KEYS), needed only when keys are configured",
-        }
-    }
+    """What every operation shares: the request id in and out, an example of every error, and
+    the headers errors carry."""
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
-            if operation.get("operationId") in SECURITY:
-                operation["security"] = SECURITY[operation["operationId"]]
             # A parameter described by the route replaces FastAPI's bare one of the same name.
             described = {(p["name"], p["in"]): p for p in operation.get("parameters", [])}
             operation["parameters"] = [*described.values(), REQUEST_ID]

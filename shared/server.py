@@ -37,6 +37,12 @@ def serve(factory: str, settings: Settings, port: int) -> None:
         log_config=None,
         timeout_graceful_shutdown=20,
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        # Past this many open connections and requests, 503 instead of more memory and
+        # descriptors; the gateway's per-client limits keep one client far below it.
+        limit_concurrency=settings.limit_concurrency,
+        # Client addresses come from `X-Forwarded-For` only when the gateway sent it.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         # Only the h11 parser has a header limit of its own; httptools leaves it to the app
         # (shared/limits.py answers 431 in the error shape).
         h11_max_incomplete_event_size=settings.max_header_bytes,

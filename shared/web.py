@@ -85,12 +85,19 @@ def valid_token(value: str | None) -> bool:
     return value is not None and _VISIBLE_ASCII.match(value) is not None
 
 
-def write_access_line(request_id: str, scope: Scope, status: int, started: float) -> None:
+def write_access_line(
+    request_id: str, scope: Scope, status: int, started: float, with_query: bool = False
+) -> None:
     """One JSON line per request on stderr, in the same shape as the other log lines.
 
-    Written directly: the logging module's records, caller lookup and handler locks cost more
-    than the request they describe (measured: ~110 us of a ~500 us GET).
+    The path is logged without its query string (search terms are the user's data) unless
+    `with_query` asks for it. Written directly: the logging module's records, caller lookup and
+    handler locks cost more than the request they describe (measured: ~110 us of a ~500 us GET).
     """
+    path: str = scope["path"]
+    query: bytes = scope.get("query_string", b"")
+    if with_query and query:
+        path = f"{path}?{query.decode('latin-1')}"
     entry = {
         "time": datetime.now(UTC).isoformat(),
         "level": "INFO",
@@ -98,7 +105,7 @@ def write_access_line(request_id: str, scope: Scope, status: int, started: float
         "message": "request",
         "correlation_id": request_id,
         "method": scope["method"],
-        "path": scope["path"],
+        "path": path,
         "status": status,
         "ms": round((time.perf_counter() - started) * 1000, 2),
     }
@@ -113,10 +120,13 @@ class RequestIdMiddleware:
     unhandled exception with the contract's 500; counts and times the request in `metrics`
     and writes its log line when `log_requests` is on."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, log_requests: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, log_requests: bool = True, log_query: bool = False
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.log_requests = log_requests
+        self.log_query = log_query
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,7 +157,12 @@ class RequestIdMiddleware:
                     names = {name for name, _ in headers}
                     if b"cache-control" not in names:
                         headers.append((b"cache-control", b"no-cache" if read else b"no-store"))
-                    if watcher is not None and b"x-projection-position" not in names:
+                    # Not on 401/403: an anonymous client learns nothing of the store.
+                    if (
+                        watcher is not None
+                        and status not in (401, 403)
+                        and b"x-projection-position" not in names
+                    ):
                         headers.append((b"x-projection-position", str(watcher.position).encode()))
                 message["headers"] = headers
             await send(message)
@@ -164,8 +179,43 @@ class RequestIdMiddleware:
         finally:
             self.metrics.observe(scope, status, time.perf_counter() - started)
             if self.log_requests:
-                write_access_line(request_id, scope, status, started)
+                write_access_line(request_id, scope, status, started, self.log_query)
             request_id_var.reset(token)
+
+
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "When API keys are configured (TASKS_API_KEYS), every /api/ operation needs "
+    "a key holding the scope listed on it: read (lists and tasks), write (POST, PATCH, DELETE) "
+    "or audit (history, the event feed, and time travel: version or as_of on a task). A key "
+    "configured without scopes holds all three. TASKS_PUBLIC_READS=true opens plain list and "
+    "by-id reads to anonymous clients. An operation that also lists the empty requirement needs "
+    "no key in the deployment that served this document.",
+}
+
+
+def add_security(schema: dict[str, Any], settings: Settings) -> None:
+    """The bearer scheme, and on each `/api/` operation the scope it needs (OpenAPI 3.1 lets a
+    non-OAuth requirement list role names: here the scopes). Where no key is needed (none are
+    configured, or a public read), the operation also lists the empty requirement."""
+    from shared.auth import PUBLIC_READ, operation_scope
+    from shared.openapi import BEARER
+
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[BEARER] = SECURITY_SCHEME
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/api/"):
+            for method, operation in operations.items():
+                security: list[dict[str, list[str]]] = [{BEARER: [operation_scope(method, path)]}]
+                public = (
+                    settings.public_reads
+                    and method in ("get", "head")
+                    and PUBLIC_READ.fullmatch(path.replace("{task_id}", "x")) is not None
+                )
+                if not settings.api_keys or public:
+                    security.append({})
+                operation["security"] = security
 
 
 Resource = Callable[[Any, "Settings"], AbstractAsyncContextManager[None]]
@@ -294,6 +344,7 @@ def make_app(
             for name in ("HTTPValidationError", "ValidationError"):
                 components.pop(name, None)
             error_schema = {"$ref": "#/components/schemas/Error"}
+            add_security(schema, settings)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     for status, response in operation.get("responses", {}).items():
@@ -310,7 +361,7 @@ def make_app(
     app.openapi = openapi  # type: ignore[method-assign]
     for middleware_class, options in middleware or []:
         app.add_middleware(middleware_class, **options)  # innermost first
-    app.add_middleware(ApiKeyGate, keys=settings.api_keys)
+    app.add_middleware(ApiKeyGate, keys=settings.api_keys, public_reads=settings.public_reads)
     app.add_middleware(RequestLimits, **request_limits(settings))
     if settings.cors_origins:  # off unless origins are listed
         app.add_middleware(
@@ -335,5 +386,10 @@ def make_app(
                 "X-Request-ID",
             ],
         )
-    app.add_middleware(RequestIdMiddleware, metrics=metrics, log_requests=settings.access_log)
+    app.add_middleware(
+        RequestIdMiddleware,
+        metrics=metrics,
+        log_requests=settings.access_log,
+        log_query=settings.access_log_query,
+    )
     return app

@@ -3,6 +3,7 @@ processes, driven over HTTP the way a client sees it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -313,3 +314,64 @@ async def test_documents_go_to_the_command_service_and_health_to_the_query_servi
     assert upstreams["/health"] == upstreams["/ready"] == query_address
     assert metrics.status_code == 404
     assert metrics.json() == {"error": "Not found", "details": "No resource at /metrics"}
+
+
+async def _slow_body(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A POST announcing a body under the app's limit, of which only the first byte is sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /api/v1/tasks HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000\r\n\r\n{"
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def _status_line(reader: asyncio.StreamReader, timeout: float) -> int | None:
+    with contextlib.suppress(TimeoutError, OSError, ValueError, IndexError):
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        return int(line.split()[1])
+    return None
+
+
+async def test_a_thousand_slow_bodies_from_one_client_leave_another_client_served(
+    settings: Settings, tmp_path: Path
+) -> None:
+    connections = 1000
+    configured = settings.model_copy(update={"body_read_timeout_seconds": 3.0})
+    with gateway_stack(configured, tmp_path) as stack:
+        port = int(stack.url.rsplit(":", 1)[1])
+        slow = [await _slow_body(port) for _ in range(connections)]
+        # Another client (another loopback address) while all of those are open.
+        other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=other, base_url=stack.url, timeout=30) as http:
+            started = time.monotonic()
+            health = await http.get("/health")
+            created = await http.post("/api/v1/tasks", headers=JSON, json={"title": "served"})
+            served_in = time.monotonic() - started
+
+        async def trickle() -> None:
+            # A byte a second on every connection: nginx's gap timeout never fires.
+            while True:
+                await asyncio.sleep(1)
+                for _, writer in slow:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        writer.write(b" ")
+
+        trickling = asyncio.create_task(trickle())
+        try:
+            statuses = await asyncio.gather(*(_status_line(reader, 30) for reader, _ in slow))
+        finally:
+            trickling.cancel()
+            for _, writer in slow:
+                writer.close()
+
+    assert health.status_code == 200
+    assert created.status_code == 201
+    assert served_in < 10
+    # Past the per-client limit the gateway answered at once; the requests it let through were
+    # ended by the app's whole-body timeout although a byte kept arriving every second.
+    counts = {status: statuses.count(status) for status in set(statuses)}
+    assert set(counts) == {503, 408}, counts
+    assert counts[503] >= connections // 2
+    assert len(await store_events(settings)) == 1  # the other client's task, and no other

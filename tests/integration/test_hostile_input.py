@@ -508,3 +508,25 @@ def test_a_client_that_never_finishes_its_headers_does_not_hold_up_others(
         answers = [request(server, get("/health"))[0] for _ in range(5)]
 
     assert answers == [200] * 5
+
+
+@pytest.mark.slow
+def test_a_process_reached_directly_answers_503_past_its_connection_limit(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(limit_concurrency=5, keep_alive_timeout_seconds=30)
+    with running(settings, tmp_path, ["cli.py", "serve"], "port", "api") as process:
+        # Uvicorn counts the connection asking too: the fifth is over the limit of five.
+        held = [connect(process) for _ in range(4)]
+        try:
+            for sock in held:  # four open keep-alive connections, each served once
+                sock.sendall(get("/health"))
+                assert read_response(sock)[0] == 200
+            over = request(process, get("/health"))
+        finally:
+            for sock in held:
+                sock.close()
+        after = [request(process, get("/health"))[0] for _ in range(3)]
+
+    assert over[0] == 503
+    assert after == [200, 200, 200]

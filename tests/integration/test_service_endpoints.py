@@ -1,5 +1,5 @@
 """Operations seen from outside: readiness follows the broker, metrics move with events,
-API keys guard writes and privileged reads."""
+API keys guard every API route, reads included."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ async def test_metrics_move_when_events_flow(settings: Settings) -> None:
     assert metric(after, created) == 3
 
 
-async def test_with_api_keys_writes_need_a_key_and_plain_reads_stay_open(
+async def test_with_api_keys_writes_and_reads_need_a_key(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(api_keys=["k-one", "k-two"])
@@ -116,28 +116,35 @@ async def test_with_api_keys_writes_need_a_key_and_plain_reads_stay_open(
         )
         task_id = right.json()["id"]
         listing = await http.get("/api/v1/tasks")
+        by_id = await http.get(f"/api/v1/tasks/{task_id}")
         deleted_too = await http.get("/api/v1/tasks?include_deleted=true")
         history = await http.get(f"/api/v1/tasks/{task_id}/history")
         history_with_key = await http.get(
             f"/api/v1/tasks/{task_id}/history", headers={"Authorization": "Bearer k-one"}
+        )
+        listing_with_key = await http.get(
+            "/api/v1/tasks", headers={"Authorization": "Bearer k-one"}
         )
         delete = await http.delete(f"/api/v1/tasks/{task_id}")
 
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
     assert missing.headers["cache-control"] == "no-store"
-    for refused_read in (deleted_too, history):
+    for refused_read in (listing, by_id, deleted_too, history):
+        assert refused_read.status_code == 401
+        assert refused_read.headers["www-authenticate"] == "Bearer"
         assert refused_read.headers["cache-control"] == "no-cache"
-        assert "x-projection-position" in refused_read.headers
+        # An anonymous client learns nothing about the store, not even how many events it has.
+        assert "x-projection-position" not in refused_read.headers
     assert missing.json() == {"error": "Unauthorized", "details": ADVICE[401]}
     assert "Authorization" in ADVICE[401]
     assert wrong.status_code == 403
+    assert "x-projection-position" not in wrong.headers
     assert wrong.json() == {"error": "Forbidden", "details": ADVICE[403]}
     assert "Authorization" in ADVICE[403]
     assert right.status_code == 201
-    assert listing.status_code == 200
-    assert deleted_too.status_code == 401
-    assert history.status_code == 401
     assert history_with_key.status_code == 200
+    assert listing_with_key.status_code == 200
+    assert "x-projection-position" in listing_with_key.headers
     assert delete.status_code == 401
     assert len(await store_events(settings)) == 1

@@ -4,6 +4,7 @@ contract says, invalid ones are refused under the key of the field that broke a 
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import date, timedelta
 from typing import Any
 
@@ -15,10 +16,18 @@ from hypothesis import strategies as st
 from command_service.commands import validate_create, validate_patch
 from shared.errors import ValidationFailed
 
-# Every code point a text field may hold: no surrogates and no control characters but tab and
-# newline (the contract's list; Cc is exactly C0, DEL and C1).
-ALLOWED = st.characters(exclude_categories=("Cs", "Cc")) | st.sampled_from("\t\n")
-FORBIDDEN = st.sampled_from(["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x9f", "\ud800", "\udfff"])
+# Every code point a text field may hold: no surrogates, no control characters but tab and
+# newline (the contract's list; Cc is exactly C0, DEL and C1), no bidirectional override or
+# isolate controls.
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+ALLOWED = st.characters(exclude_categories=("Cs", "Cc"), exclude_characters=BIDI) | st.sampled_from(
+    "\t\n"
+)
+# A tag holds no invisible format characters (Cf) either, before or after normalisation.
+TAG_ALLOWED = st.characters(exclude_categories=("Cs", "Cc", "Cf")) | st.sampled_from("\t\n")
+FORBIDDEN = st.sampled_from(
+    ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x9f", "\ud800", "\udfff", *BIDI]
+)
 SPACE = st.text(st.sampled_from(" \t\n\u00a0\u3000"), max_size=3)
 FIELDS = ("title", "description", "priority", "due_date", "tags")
 
@@ -44,17 +53,29 @@ def trimmed_length(low: int, high: int) -> st.SearchStrategy[str]:
     return st.tuples(SPACE, core, SPACE).map("".join)
 
 
+def normal_tag(tag: str) -> str:
+    """The contract's stored form: NFKC, trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", tag).strip().casefold()
+
+
 def expected_tags(tags: list[str]) -> list[str]:
-    return list(dict.fromkeys(tag.strip().lower() for tag in tags))
+    return list(dict.fromkeys(normal_tag(tag) for tag in tags))
+
+
+def valid_tag(tag: str) -> bool:
+    stored = normal_tag(tag)
+    return (
+        1 <= len(stored) <= 50
+        and "," not in stored
+        and not any(unicodedata.category(char) == "Cf" for char in stored)
+    )
 
 
 titles = trimmed_length(1, 200)
 descriptions = st.none() | st.text(ALLOWED, max_size=300) | st.just("d" * 10_000)
 priorities = st.integers(1, 5)
 calendar_dates = st.dates(date(1900, 1, 1), date(9999, 12, 31)).map(date.isoformat)
-tag_values = st.text(ALLOWED.filter(lambda c: c != ","), min_size=1, max_size=52).filter(
-    lambda tag: 1 <= len(tag.strip().lower()) <= 50
-)
+tag_values = st.text(TAG_ALLOWED, min_size=1, max_size=52).filter(valid_tag)
 tag_lists = st.lists(tag_values, max_size=30).filter(lambda tags: len(expected_tags(tags)) <= 20)
 
 
@@ -138,7 +159,7 @@ def broken_tag(draw: st.DrawFn) -> tuple[list[Any], str]:
     """A valid tag list with one bad item; the refusal names that item's index."""
     tags: list[Any] = draw(st.lists(tag_values, max_size=5))
     bad = draw(
-        st.sampled_from(["", "   ", "a,b", "x" * 51])
+        st.sampled_from(["", "   ", "a,b", "a\uff0cb", "x" * 51, "a\u200b", "\ufeffa", "a\u202e"])
         | st.integers()
         | st.none()
         | st.tuples(tag_values, FORBIDDEN).map("".join)

@@ -99,6 +99,7 @@ def rebuild_speed(settings: Settings) -> dict[str, Any]:
         "seconds": seconds,
         "events_per_second": result["events"] / seconds if seconds > 0 else 0.0,
         "fold_and_copy_events_per_second": result["events_per_second"],
+        "phases_s": result["phases_s"],
         "rss_mb": max(peak_rss_mb(), workers_mb),
         "workers_rss_mb": workers_mb,
         # CPU of this process and its worker processes (all waited for by now).

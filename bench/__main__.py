@@ -288,10 +288,14 @@ def _ceiling_db(settings: Settings) -> str:
     return settings.database_url.rsplit("/", 1)[1] + "_ceiling"
 
 
-async def postgres_version(settings: Settings) -> str:
+async def postgres_version(settings: Settings) -> tuple[str, str]:
+    """The server's version and whether autovacuum runs (off: the projector vacuums the read
+    table itself, by the same thresholds)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
-        return str(await conn.fetchval("SHOW server_version"))
+        return str(await conn.fetchval("SHOW server_version")), str(
+            await conn.fetchval("SHOW autovacuum")
+        )
     finally:
         await conn.close()
 
@@ -323,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         trivial.start("/health")
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
             results = uvloop.run(measure(options, settings, service, trivial, Path(work)))
-        results["machine"] = report.machine(uvloop.run(postgres_version(settings)))
+        version, autovacuum = uvloop.run(postgres_version(settings))
+        results["machine"] = {**report.machine(version), "postgresql_autovacuum": autovacuum}
     finally:
         service.stop()
         trivial.stop()

@@ -204,7 +204,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"Machine: {m['cpus']} × {m['cpu']}, {m['memory']}, Linux {m['kernel']}, "
-        f"Python {m['python']}, PostgreSQL {m['postgresql']}, {m['wrk']}; commit {m['commit']}; "
+        f"Python {m['python']}, PostgreSQL {m['postgresql']} (autovacuum "
+        f"{m.get('postgresql_autovacuum', 'unknown')}), {m['wrk']}; commit {m['commit']}; "
         f"1-minute load average {results['load_average'][0]:.1f} at the start, "
         f"{results['load_average'][1]:.1f} at the end.",
         "Ceilings: reads against the same SQL through asyncpg (32 clients, pool of 10), writes "

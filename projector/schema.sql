@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 -- 20% new rows, so a freshly seeded table is never vacuumed before it is read and index-only
 -- scans visit the heap for every row. Vacuum (which marks pages all-visible) and analyze after
 -- 1% new or changed rows instead, plus a thousand. `rebuild` copies these to its new table.
+-- On a server with autovacuum off, the projector applies these same thresholds itself
+-- (projector/maintenance.py).
 ALTER TABLE tasks SET (
     autovacuum_vacuum_insert_threshold = 1000,
     autovacuum_vacuum_insert_scale_factor = 0.01,

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     projector_prefetch: int = 1000
     projector_batch_size: int = 500
     group_commit_max: int = 100
+    # How often the projector checks whether the read table needs VACUUM / ANALYZE, which it
+    # runs itself only when the server's autovacuum is off (projector/maintenance.py); 0: never.
+    read_vacuum_seconds: float = Field(default=15.0, ge=0)
     # Processes that fold the store in `rebuild` (one range of task ids each); 1 folds in-process.
     rebuild_workers: int = Field(default=2, ge=1, le=64)
 

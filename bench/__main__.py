@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import uvloop
 
 from bench import report
-from bench.ceilings import append_ceilings, sql_round
+from bench.ceilings import Statement, append_ceilings, sql_round
 from bench.client import Connection
+from bench.cpu import Meter, Root, per_request_ms, postgres_roots, rabbitmq_roots
 from bench.measure import Round, summarise
 from bench.pipeline import feed_speed, projection_lag, read_after_write_rounds, rebuild_speed
 from bench.scenarios import PEER_RSS_MB, Files, Plan, build, drive, preflight
@@ -90,10 +92,60 @@ async def store_head(settings: Settings) -> int:
         await conn.close()
 
 
+async def meter_of(settings: Settings, service: Server) -> Meter:
+    """The processes a request to the service costs CPU in: the service (its workers included),
+    PostgreSQL (every backend), RabbitMQ (its Erlang VM); and this harness, for raw SQL."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    finally:
+        await conn.close()
+    groups: dict[str, tuple[Root, ...]] = {
+        "service": (Root(service.pid),),
+        "postgres": postgres_roots(backend),
+        "rabbitmq": rabbitmq_roots(),
+    }
+    for name, roots in groups.items():
+        if not roots:
+            log(f"no {name} process visible in /proc: its CPU is not counted")
+    return Meter({name: roots for name, roots in groups.items() if roots})
+
+
+async def table_state(pool: asyncpg.Pool) -> dict[str, Any]:
+    """How much of the read table index-only scans can answer from the index alone (its pages
+    marked all-visible), and when (auto)vacuum and (auto)analyze last ran on it."""
+    row = await pool.fetchrow(
+        "SELECT c.relpages, c.relallvisible, s.n_live_tup, s.n_ins_since_vacuum, "
+        "s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze, "
+        "s.autovacuum_count, s.autoanalyze_count FROM pg_class c "
+        "JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = 'tasks'::regclass"
+    )
+    state = dict(row) if row is not None else {}
+    for key, value in state.items():
+        if isinstance(value, datetime):
+            state[key] = value.isoformat()
+    pages = state.get("relpages") or 0
+    state["all_visible_share"] = state.get("relallvisible", 0) / pages if pages > 0 else None
+    return state
+
+
+def _heap_fetches(node: dict[str, Any]) -> int:
+    return int(node.get("Heap Fetches", 0)) + sum(_heap_fetches(n) for n in node.get("Plans", []))
+
+
+async def heap_fetches(pool: asyncpg.Pool, statement: Statement) -> int:
+    """Heap pages an index-only scan of the statement had to visit (0: all-visible pages only)."""
+    sql, args = statement()
+    plan = await pool.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
+    return _heap_fetches(orjson.loads(plan)[0]["Plan"])
+
+
 async def measure(
     options: argparse.Namespace, settings: Settings, service: Server, trivial: Server, work: Path
 ) -> dict[str, Any]:
     rng = random.Random(options.seed)
+    meter = await meter_of(settings, service)
+    harness_sql = meter.only(["postgres"]).with_group("harness", Root(os.getpid(), tree=False))
     plan = Plan(
         options.warmup, options.duration, options.rounds, options.threads, options.connections
     )
@@ -124,8 +176,13 @@ async def measure(
     try:
         for scenario in scenarios:
             log(f"{scenario.name}: {scenario.load.method} {scenario.load.path[:90]}")
+            if scenario.vacuum_before:
+                await pool.execute("VACUUM (ANALYZE) tasks")
+            table = await table_state(pool)
+            if scenario.statement is not None:
+                table["heap_fetches"] = await heap_fetches(pool, scenario.statement)
             await preflight(probe, scenario.load)
-            http = await drive(service.url, scenario.load, plan)
+            http = await drive(service.url, scenario.load, plan, meter)
             entry: dict[str, Any] = {
                 "label": scenario.label,
                 "method": scenario.load.method,
@@ -136,14 +193,16 @@ async def measure(
                     "peer_factor": scenario.peer_factor,
                     "p99_below_ms": scenario.p99_below_ms,
                     "ceiling_share": scenario.ceiling_share,
+                    "share_of": scenario.share_of,
                 },
+                "read_table_before": table,
             }
             if scenario.statement is not None:
                 statement = scenario.statement
                 if plan.warmup:
                     await sql_round(pool, statement, plan.warmup, plan.connections)
                 rounds = [
-                    await sql_round(pool, statement, plan.duration, plan.connections)
+                    await sql_round(pool, statement, plan.duration, plan.connections, harness_sql)
                     for _ in range(plan.rounds)
                 ]
                 entry["ceiling"] = {"kind": "raw SQL", **summarise(rounds).to_json()}
@@ -178,7 +237,9 @@ async def measure(
 
     log("HTTP ceiling: trivial FastAPI endpoint")
     results["ceilings"]["http"] = (
-        await drive(trivial.url, Load("GET", "/trivial"), plan)
+        await drive(
+            trivial.url, Load("GET", "/trivial"), plan, Meter({"trivial": (Root(trivial.pid),)})
+        )
     ).to_json()
 
     log("write ceilings: Application.save and update_task without HTTP (child process)")
@@ -186,7 +247,13 @@ async def measure(
         update={"database_url": with_database(settings.database_url, _ceiling_db(settings))}
     )
     appends = await asyncio.to_thread(
-        in_child, append_ceilings, ceiling_settings, plan.warmup, plan.duration, plan.rounds
+        in_child,
+        append_ceilings,
+        ceiling_settings,
+        plan.warmup,
+        plan.duration,
+        plan.rounds,
+        meter.only(["postgres"]),
     )
     for name, kind, scenario_name in (
         ("append", "raw append", "create"),
@@ -202,8 +269,13 @@ async def measure(
     create_rps = results["scenarios"]["create"]["http"]["rps"]
     await wait_caught_up(probe, await store_head(settings))
     log(f"projection lag at {create_rps / 2:,.0f} writes/s for {options.lag_seconds} s")
+    before = meter.sample()
     results["projection_lag"] = await projection_lag(
         "127.0.0.1", service.port, max(1.0, create_rps / 2), options.lag_seconds, rng
+    )
+    # Per write: the create, its read with X-Min-Position, the relay, the broker, the projector.
+    results["projection_lag"]["cpu_ms"] = per_request_ms(
+        before, meter.sample(), results["projection_lag"]["writes"]
     )
     await wait_caught_up(probe, await store_head(settings))
 
@@ -212,7 +284,16 @@ async def measure(
     log(f"event feed: {results['feed']['events_per_second']:,.0f} events/s")
 
     log("rebuild of the read table from the store (child process)")
+    before = meter.only(["postgres"]).sample()
     results["rebuild"] = await asyncio.to_thread(in_child, rebuild_speed, settings)
+    # Per 1,000 events: the rebuild's processes (it reports its own) and PostgreSQL's.
+    spent = per_request_ms(before, meter.only(["postgres"]).sample(), results["rebuild"]["events"])
+    per_thousand = {
+        "rebuild": results["rebuild"]["cpu_s"] * 1e6 / max(1, results["rebuild"]["events"]),
+        "postgres": spent.get("postgres", 0.0) * 1000,
+    }
+    per_thousand["total"] = sum(per_thousand.values())
+    results["rebuild"]["cpu_ms_per_1000_events"] = per_thousand
     await probe.close()
 
     results["rss_mb"] = {
@@ -233,10 +314,14 @@ def _ceiling_db(settings: Settings) -> str:
     return settings.database_url.rsplit("/", 1)[1] + "_ceiling"
 
 
-async def postgres_version(settings: Settings) -> str:
+async def postgres_version(settings: Settings) -> tuple[str, str]:
+    """The server's version and whether autovacuum runs (off: the projector vacuums the read
+    table itself, by the same thresholds)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
-        return str(await conn.fetchval("SHOW server_version"))
+        return str(await conn.fetchval("SHOW server_version")), str(
+            await conn.fetchval("SHOW autovacuum")
+        )
     finally:
         await conn.close()
 
@@ -268,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         trivial.start("/health")
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
             results = uvloop.run(measure(options, settings, service, trivial, Path(work)))
-        results["machine"] = report.machine(uvloop.run(postgres_version(settings)))
+        version, autovacuum = uvloop.run(postgres_version(settings))
+        results["machine"] = {**report.machine(version), "postgresql_autovacuum": autovacuum}
     finally:
         service.stop()
         trivial.stop()

@@ -4,6 +4,7 @@ and raw event-store appends through the library's Application, in the same run."
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
@@ -13,7 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from bench.measure import Round, from_latencies
+from bench.cpu import Meter, Root
+from bench.measure import Round, from_latencies, with_cpu
 from bench.stack import peak_rss_mb
 from command_service.application import TaskApplication, migrate_store
 from query_service.consistency import READ_ROW_AND_LATER_EVENTS
@@ -44,9 +46,15 @@ def get_query(ids: list[str], rng: random.Random) -> Statement:
 
 
 async def sql_round(
-    pool: asyncpg.Pool, statement: Statement, seconds: float, concurrency: int = 32
+    pool: asyncpg.Pool,
+    statement: Statement,
+    seconds: float,
+    concurrency: int = 32,
+    meter: Meter | None = None,
 ) -> Round:
-    """`concurrency` clients run the statement back to back for `seconds`."""
+    """`concurrency` clients run the statement back to back for `seconds`; with `meter`, the CPU
+    per statement of its processes."""
+    before = meter.sample() if meter is not None else {}
     latencies: list[float] = []
     started = time.perf_counter()
     deadline = started + seconds
@@ -59,7 +67,8 @@ async def sql_round(
             latencies.append(time.perf_counter() - begun)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    return from_latencies(latencies, time.perf_counter() - started)
+    measured = from_latencies(latencies, time.perf_counter() - started)
+    return with_cpu(measured, meter, before) if meter is not None else measured
 
 
 def _create_fields(rng: random.Random, number: int) -> dict[str, Any]:
@@ -74,8 +83,11 @@ def _create_fields(rng: random.Random, number: int) -> dict[str, Any]:
     }
 
 
-def _threaded(seconds: float, threads: int, operation: Callable[[random.Random], None]) -> Round:
-    """`threads` threads call `operation` back to back for `seconds`."""
+def _threaded(
+    seconds: float, threads: int, operation: Callable[[random.Random], None], meter: Meter
+) -> Round:
+    """`threads` threads call `operation` back to back for `seconds`; `meter`'s CPU per call."""
+    before = meter.sample()
     latencies: list[float] = []
     failures: list[BaseException] = []
     lock = threading.Lock()
@@ -102,16 +114,23 @@ def _threaded(seconds: float, threads: int, operation: Callable[[random.Random],
         thread.join()
     if failures:
         raise failures[0]
-    return from_latencies(latencies, time.perf_counter() - started)
+    return with_cpu(from_latencies(latencies, time.perf_counter() - started), meter, before)
 
 
 def append_ceilings(
-    settings: Settings, warmup: float, seconds: float, rounds: int, threads: int = 8
+    settings: Settings,
+    warmup: float,
+    seconds: float,
+    rounds: int,
+    meter: Meter,
+    threads: int = 8,
 ) -> dict[str, Any]:
     """Runs in a child process: `Application.save` of new tasks, then `update_task` on them.
 
-    Uses its own database (`settings.database_url`) so the seeded store stays as seeded.
+    Uses its own database (`settings.database_url`) so the seeded store stays as seeded. The CPU
+    per call is this process's (`ceiling process`) and that of `meter`'s groups (PostgreSQL).
     """
+    meter = meter.with_group("ceiling process", Root(os.getpid(), tree=False))
     asyncio.run(migrate_store(settings))
     app = TaskApplication(settings, {"CREATE_TABLE": "n"})
     counter = iter(range(10**12))
@@ -134,8 +153,8 @@ def append_ceilings(
         results: dict[str, Any] = {}
         for name, operation in (("append", create), ("update", update)):
             if warmup > 0:
-                _threaded(warmup, threads, operation)
-            results[name] = [_threaded(seconds, threads, operation) for _ in range(rounds)]
+                _threaded(warmup, threads, operation, meter)
+            results[name] = [_threaded(seconds, threads, operation, meter) for _ in range(rounds)]
         results["rss_mb"] = peak_rss_mb()
         results["threads"] = threads
         return results

@@ -1,10 +1,13 @@
-"""One measured round (throughput, latency, errors) and the median over several rounds."""
+"""One measured round (throughput, latency, errors, CPU per request) and the median over several
+rounds."""
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from bench.cpu import Meter, per_request_ms
 
 
 @dataclass(frozen=True)
@@ -14,6 +17,8 @@ class Round:
     p99_ms: float
     requests: int
     errors: dict[str, int] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per request of each process group involved (`bench.cpu`), and `total`."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class Summary:
     requests: int
     errors: int
     rounds: list[Round]
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """Median over the rounds of each group's CPU milliseconds per request."""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -41,6 +48,10 @@ def summarise(rounds: list[Round]) -> Summary:
         requests=sum(r.requests for r in rounds),
         errors=sum(sum(r.errors.values()) for r in rounds),
         rounds=rounds,
+        cpu_ms={
+            name: statistics.median(r.cpu_ms[name] for r in rounds if name in r.cpu_ms)
+            for name in dict.fromkeys(name for r in rounds for name in r.cpu_ms)
+        },
     )
 
 
@@ -62,3 +73,8 @@ def from_latencies(latencies: list[float], seconds: float, errors: int = 0) -> R
         requests=len(ordered),
         errors={"failed": errors} if errors else {},
     )
+
+
+def with_cpu(measured: Round, meter: Meter, before: dict[str, float]) -> Round:
+    """`measured` with the CPU per request each group spent since `before` (`meter.sample()`)."""
+    return replace(measured, cpu_ms=per_request_ms(before, meter.sample(), measured.requests))

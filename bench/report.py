@@ -87,6 +87,10 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         if "stale_reads" in targets:
             stale = sum(r["errors"].get("stale", 0) for r in entry["http"]["rounds"])
             check(name, "0 stale reads", f"{stale} stale", stale <= targets["stale_reads"])
+        if targets.get("share_of"):
+            other, share = targets["share_of"]
+            ratio = rps / results["scenarios"][other]["http"]["rps"]
+            check(name, f"≥ {share:.0%} of {other}", f"{ratio:.0%}", ratio >= share)
         if targets.get("ceiling_share"):
             share = rps / entry["ceiling"]["rps"]
             check(
@@ -118,6 +122,15 @@ def _met(checks: list[dict[str, Any]], what: str) -> tuple[str, str]:
     return target, "yes" if not missed else "**no**: " + "; ".join(missed)
 
 
+def cpu_cell(spent: dict[str, float] | None) -> str:
+    """CPU ms per request by process group, then their total: `service 0.41 + postgres 0.20
+    = 0.61`; a dash when nothing was sampled."""
+    if not spent:
+        return "–"
+    parts = " + ".join(f"{name} {ms:.2f}" for name, ms in spent.items() if name != "total")
+    return f"{parts} = {spent['total']:.2f}"
+
+
 def _x(value: float | None) -> str:
     return f"{value:.2f}×" if value is not None else "–"
 
@@ -134,9 +147,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"connections, {results['options']['rounds']} × {results['options']['duration']} s "
         f"after {results['options']['warmup']} s warm-up, medians.",
         "",
-        "| scenario | req/s | p99 | ceiling req/s | ratio to ceiling | ratio to HTTP ceiling "
-        "| ratio to peer | target | met? |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| scenario | req/s | p99 | CPU ms per request | ceiling req/s "
+        "| ceiling CPU ms per request | ratio to ceiling | ratio to HTTP ceiling | ratio to peer "
+        "| target | met? |",
+        "|---|---:|---:|---|---:|---|---:|---:|---:|---|---|",
     ]
     http = results["ceilings"]["http"]["rps"]
     for name, entry in results["scenarios"].items():
@@ -147,7 +161,8 @@ def markdown(results: dict[str, Any]) -> str:
         own_ceiling = f"{ceiling['rps']:,.0f} ({ceiling['kind']})" if ceiling else "–"
         lines.append(
             f"| {entry['label']}{f' ({errors} errors)' if errors else ''} | {rps:,.0f} "
-            f"| {p99:,.1f} ms | {own_ceiling} "
+            f"| {p99:,.1f} ms | {cpu_cell(entry['http'].get('cpu_ms'))} | {own_ceiling} "
+            f"| {cpu_cell(ceiling.get('cpu_ms')) if ceiling else '–'} "
             f"| {_x(_ratio(rps, ceiling['rps'] if ceiling else None))} | {_x(_ratio(rps, http))} "
             f"| {_x(_ratio(rps, entry['peer_rps']))} | {target} | {met} |"
         )
@@ -157,21 +172,34 @@ def markdown(results: dict[str, Any]) -> str:
         "| measure | value | target | met? |",
         "|---|---:|---|---|",
         f"| HTTP ceiling: trivial FastAPI endpoint, same uvicorn stack | {http:,.0f} req/s "
-        f"(p99 {results['ceilings']['http']['p99_ms']:.1f} ms) | – | – |",
+        f"(p99 {results['ceilings']['http']['p99_ms']:.1f} ms; CPU ms per request: "
+        f"{cpu_cell(results['ceilings']['http'].get('cpu_ms'))}) | – | – |",
         f"| seeding through POST, {results['options']['seed_connections']} connections "
         f"| {seed['rate']:,.0f} tasks/s | – | – |",
         f"| projection lag at {lag['achieved_rate']:,.0f} writes/s (half of max create), "
         f"p50 / p99 | {lag['p50_ms']:.1f} / {lag['p99_ms']:.1f} ms"
-        f"{' (' + str(len(lag['failures'])) + ' failures)' if lag['failures'] else ''} "
+        f"{' (' + str(len(lag['failures'])) + ' failures)' if lag['failures'] else ''}; "
+        f"CPU ms per write: {cpu_cell(lag.get('cpu_ms'))} "
         f"| {_met(checks, 'projection lag')[0]} | {_met(checks, 'projection lag')[1]} |",
         f"| event feed paging through the whole store ({feed['events']:,} events, "
         f"{feed['pages']:,} pages of {feed['page_size']:,}; first / last full page "
         f"{feed['first_page_ms']:.0f} / {feed['last_full_page_ms']:.0f} ms) "
         f"| {feed['events_per_second']:,.0f} events/s | – | – |",
         f"| rebuild of {rebuilt['events']:,} events (all of it, indexes and swap included) "
-        f"| {rebuilt['events_per_second']:,.0f} events/s | {_met(checks, 'rebuild')[0]} "
+        f"| {rebuilt['events_per_second']:,.0f} events/s; CPU ms per 1,000 events: "
+        f"{cpu_cell(rebuilt.get('cpu_ms_per_1000_events'))} | {_met(checks, 'rebuild')[0]} "
         f"| {_met(checks, 'rebuild')[1]} |",
     ]
+    for name, entry in results["scenarios"].items():
+        table = entry.get("read_table_before") or {}
+        if name.startswith("offset") and table:
+            share = table.get("all_visible_share")
+            lines.append(
+                f"| read table before `{name}`: heap fetches of one request, pages all-visible, "
+                f"autovacuum / autoanalyze runs | {table.get('heap_fetches', '–')}, "
+                f"{'–' if share is None else f'{share:.0%}'}, {table.get('autovacuum_count')} / "
+                f"{table.get('autoanalyze_count')} | – | – |"
+            )
     for process, mb in results["rss_mb"]["service"].items():
         target, met = _met(checks, f"RSS {process}")
         lines.append(
@@ -184,7 +212,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"Machine: {m['cpus']} × {m['cpu']}, {m['memory']}, Linux {m['kernel']}, "
-        f"Python {m['python']}, PostgreSQL {m['postgresql']}, {m['wrk']}; commit {m['commit']}; "
+        f"Python {m['python']}, PostgreSQL {m['postgresql']} (autovacuum "
+        f"{m.get('postgresql_autovacuum', 'unknown')}), {m['wrk']}; commit {m['commit']}; "
         f"1-minute load average {results['load_average'][0]:.1f} at the start, "
         f"{results['load_average'][1]:.1f} at the end.",
         "Ceilings: reads against the same SQL through asyncpg (32 clients, pool of 10), writes "

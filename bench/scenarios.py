@@ -12,7 +12,8 @@ import orjson
 
 from bench.ceilings import Statement, get_query, list_query
 from bench.client import Connection
-from bench.measure import Round, Summary, summarise
+from bench.cpu import Meter
+from bench.measure import Round, Summary, summarise, with_cpu
 from bench.seed import LIST_TAGS, SEARCH_QUERY
 from bench.wrk import Load, run_wrk
 from shared.config import Settings
@@ -35,6 +36,10 @@ class Scenario:
     """Target: at least this share of the raw-SQL ceiling measured in the same run."""
     statement: Statement | None = None
     """The raw SQL behind a read, for its ceiling."""
+    share_of: tuple[str, float] | None = None
+    """Target: at least this share of another scenario's req/s in the same run."""
+    vacuum_before: bool = False
+    """Run a manual `VACUUM (ANALYZE)` of the read table before this scenario."""
 
     @property
     def writes(self) -> bool:
@@ -90,13 +95,15 @@ def build(
             ceiling_share=0.5,
             statement=list_query(settings, search_params),
         ),
+        # As seeded: no one has run VACUUM, only autovacuum may have (the read table's settings).
         Scenario(
             "offset",
-            f"GET list offset={depth}",
+            f"GET list offset={depth}, no manual VACUUM since seeding",
             Load("GET", path(offset_params)),
             peer=PEER["offset"],
             ceiling_share=0.5,
             statement=list_query(settings, offset_params),
+            share_of=("offset_vacuumed", 0.8),
         ),
         Scenario(
             "cursor",
@@ -106,6 +113,15 @@ def build(
             peer_factor=20,
             ceiling_share=0.5,
             statement=list_query(settings, cursor_params),
+        ),
+        Scenario(
+            "offset_vacuumed",
+            f"GET list offset={depth} after a manual VACUUM",
+            Load("GET", path(offset_params)),
+            peer=PEER["offset"],
+            ceiling_share=0.5,
+            statement=list_query(settings, offset_params),
+            vacuum_before=True,
         ),
         Scenario(
             "patch",
@@ -155,13 +171,16 @@ async def preflight(connection: Connection, load: Load) -> None:
         raise RuntimeError(f"{load.method} {path} answered a page without an exact total")
 
 
-async def drive(base_url: str, load: Load, plan: Plan) -> Summary:
-    """A warm-up run (discarded), then `plan.rounds` runs of `plan.duration`; medians."""
+async def drive(base_url: str, load: Load, plan: Plan, meter: Meter) -> Summary:
+    """A warm-up run (discarded), then `plan.rounds` runs of `plan.duration`; medians, with the
+    CPU per request of `meter`'s processes sampled before and after each round."""
 
     async def run(seconds: int) -> Round:
-        return await asyncio.to_thread(
+        before = meter.sample()
+        measured = await asyncio.to_thread(
             run_wrk, base_url, load, seconds, plan.threads, plan.connections
         )
+        return with_cpu(measured, meter, before)
 
     if plan.warmup > 0:
         await run(plan.warmup)

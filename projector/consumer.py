@@ -26,6 +26,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from fastapi import FastAPI
 
+from projector.maintenance import keep_vacuumed
 from projector.projection import (
     Undecodable,
     apply_stored,
@@ -331,12 +332,14 @@ async def projector_task(state: Any, settings: Settings) -> AsyncIterator[None]:
     projector = Projector(settings)
     state.projector = projector
     task = asyncio.create_task(projector.run(), name="projector")
+    maintenance = asyncio.create_task(keep_vacuumed(settings), name="read table maintenance")
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (task, maintenance):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
 
 
 def create_app(settings: Settings) -> FastAPI:

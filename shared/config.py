@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # `?as_of` answers are cached `immutable` only for a moment at least this far in the past
     # (an event's time is taken before its commit, which may wait behind the append lock).
     as_of_settled_seconds: float = Field(default=60.0, ge=0)
+    # How often the projector checks whether the read table needs VACUUM / ANALYZE, which it
+    # runs itself only when the server's autovacuum is off (projector/maintenance.py); 0: never.
+    read_vacuum_seconds: float = Field(default=15.0, ge=0)
     # Processes that fold the store in `rebuild` (one range of task ids each); 1 folds in-process.
     rebuild_workers: int = Field(default=2, ge=1, le=64)
 

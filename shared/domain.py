@@ -233,6 +233,10 @@ REST_FIELDS = frozenset(
 )
 """The fields a `TaskUpdated` may change that the REST task shows."""
 
+STORED_FOLD_VERSIONS = {"TaskCreated": 2, "TaskUpdated": 1, "TaskSoftDeleted": 1}
+"""The newest `class_version` of each event that `fold_stored` is proven equal on (a property
+test generates every version up to these; a unit test pins them to the classes' versions)."""
+
 
 def _stored_moment(state: dict[str, Any]) -> str:
     """An event's stored timestamp (the library's `datetime_iso`) in the REST form."""
@@ -245,16 +249,26 @@ def _stored_moment(state: dict[str, Any]) -> str:
 def fold_stored(
     task: TaskDict | None, task_id: UUID, version: int, topic: str, state: bytes
 ) -> TaskDict:
-    """One stored event applied to a task's REST form, without building the library's objects.
+    """One stored event applied to a task's REST form, straight from its stored JSON.
 
-    Equal to `task_to_dict(decode(mapper, row).mutate(task))` (a property test holds the two
-    together) and several times faster, which matters when a whole store is folded (`rebuild`).
-    Updates `task` in place. A stored form it does not know raises `ValueError`.
+    The fast fold beside `fold` + `task_to_dict`: equal to
+    `task_to_dict(decode(mapper, row).mutate(task))` on every event type, field and stored class
+    version (a property test holds the two together), several times faster because it builds
+    none of the library's objects, which matters when a whole store is folded (`rebuild`).
+    Attributes it does not show (correlation id, idempotency key, and any an event gains) are
+    ignored, as the REST task ignores them. Updates `task` in place. A stored form it is not
+    proven on (an unknown topic, a newer class version, a version out of order) raises
+    `ValueError` instead of guessing.
     """
     try:
         data = orjson.loads(state)
     except orjson.JSONDecodeError:
         data = json.loads(state)  # e.g. lone surrogates, which orjson refuses
+    proven = STORED_FOLD_VERSIONS.get(topic)
+    if proven is None:
+        raise ValueError(f"{task_id}: unknown event topic {topic!r}")
+    if data.get("class_version", 1) > proven:
+        raise ValueError(f"{task_id}: {topic} class version {data['class_version']} is unknown")
     moment = _stored_moment(data)
     if topic == "TaskCreated":
         if task is not None or version != 1:
@@ -280,11 +294,9 @@ def fold_stored(
         for name, value in data["changes"].items():
             if name in REST_FIELDS:
                 task[name] = list(value) if name == "tags" else value
-    elif topic == "TaskSoftDeleted":
+    else:  # TaskSoftDeleted
         task["deleted"] = True
         task["deleted_at"] = moment
-    else:
-        raise ValueError(f"{task_id}: unknown event topic {topic!r}")
     task["updated_at"] = moment
     task["version"] = version
     return task

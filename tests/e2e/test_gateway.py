@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +40,21 @@ NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 UNAVAILABLE = "Service unavailable"
 
 
-def render_config(port: int, command_port: int, query_port: int, workdir: Path) -> str:
+def _servers(ports: int | Sequence[int]) -> str:
+    """One upstream `server` line per port (several instances of a service behind one name)."""
+    listed = [ports] if isinstance(ports, int) else list(ports)
+    return " ".join(f"server 127.0.0.1:{port};" for port in listed)
+
+
+def render_config(
+    port: int, command_port: int | Sequence[int], query_port: int | Sequence[int], workdir: Path
+) -> str:
     """deploy/nginx.conf with loopback addresses in place of compose's service names."""
     text = NGINX_CONF.read_text()
     replacements = {
         "listen 8000;": f"listen 127.0.0.1:{port};",
-        "server command:8001;": f"server 127.0.0.1:{command_port};",
-        "server query:8002;": f"server 127.0.0.1:{query_port};",
+        "server command:8001;": _servers(command_port),
+        "server query:8002;": _servers(query_port),
         "/var/run/nginx.pid": str(workdir / "nginx.pid"),
         "/var/cache/nginx": str(workdir / "cache"),
     }
@@ -57,7 +65,9 @@ def render_config(port: int, command_port: int, query_port: int, workdir: Path) 
 
 
 @contextlib.contextmanager
-def nginx(command_port: int, query_port: int, log: Path) -> Iterator[str]:
+def nginx(
+    command_port: int | Sequence[int], query_port: int | Sequence[int], log: Path
+) -> Iterator[str]:
     """Debian's nginx in the foreground with the rendered configuration, stopped afterwards."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="gateway-") as work:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import subprocess
 import sys
 import uuid
@@ -141,3 +142,43 @@ async def test_verify_reports_a_drifted_row_and_the_command_exits_non_zero(
     )
     assert command.returncode == 1
     assert str(task["id"]) in command.stdout
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_rebuilt_table_is_vacuumed_analyzed_and_keeps_its_autovacuum_settings(
+    client: httpx.AsyncClient, settings: Settings, workers: int
+) -> None:
+    await create_tasks(client, 120)
+    await wait_projected(client, settings)
+    async with read_db(settings) as conn:
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'tasks'")
+
+    await rebuild(settings.model_copy(update={"rebuild_workers": workers}), io.StringIO())
+
+    async with read_db(settings) as conn:
+        table = await conn.fetchrow(
+            "SELECT c.reloptions, c.relpages, c.relallvisible, c.reltuples, s.last_vacuum, "
+            "s.last_analyze FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
+            "WHERE c.relname = 'tasks'"
+        )
+        async with conn.transaction():
+            # The plan the deep offset takes at scale, forced on a small table.
+            await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+            plan = await conn.fetchval(
+                "EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM tasks WHERE NOT deleted "
+                "ORDER BY created_at DESC, id OFFSET 100 LIMIT 20"
+            )
+    assert table is not None
+    assert "autovacuum_vacuum_insert_scale_factor=0.01" in options
+    assert table["reloptions"] == options
+    assert table["last_vacuum"] is not None
+    assert table["last_analyze"] is not None
+    assert table["reltuples"] == 120
+    assert table["relpages"] > 0
+    assert table["relallvisible"] == table["relpages"]
+    node = json.loads(plan)[0]["Plan"]
+    while node["Node Type"] != "Index Only Scan":
+        [node] = node["Plans"]
+    assert node["Heap Fetches"] == 0
+    report = io.StringIO()
+    assert await verify(settings, report) == [], report.getvalue()

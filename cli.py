@@ -101,15 +101,6 @@ async def migrate(settings: Settings) -> str:
     )
 
 
-async def reachable_database(settings: Settings) -> None:
-    """Before serving: the databases exist (created when missing) and answer."""
-    from shared.database import ensure_database
-
-    await ensure_database(settings.database_url)
-    if settings.read_dsn != settings.database_url:
-        await ensure_database(settings.read_dsn)
-
-
 def build_parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
@@ -165,11 +156,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return f"in {time.monotonic() - started:.1f} s"
 
     if args.command == "serve":
-        asyncio.run(reachable_database(settings))
         serve("cli:app_from_environment", settings, settings.port)
         return 0
     if args.command == "relay":
-        asyncio.run(reachable_database(settings))
         serve("cli:relay_app_from_environment", settings, settings.relay_port)
         return 0
     if args.command == "migrate":

@@ -60,6 +60,32 @@ async def test_an_unreachable_database_is_one_line_naming_the_setting(settings: 
         assert "s3cret" not in line
 
 
+@pytest.mark.parametrize("service", ["command_service", "query_service", "projector"])
+async def test_a_service_that_cannot_start_says_why_in_one_line(
+    settings: Settings, service: str
+) -> None:
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/tasks"
+    unreachable = settings.model_copy(update={"database_url": closed})
+
+    def start(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", service],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    no_database, bad_setting = await asyncio.gather(
+        asyncio.to_thread(start, settings_env(unreachable)),
+        asyncio.to_thread(start, {**settings_env(settings), "TASKS_PROJECTOR_PORT": "eighty"}),
+    )
+
+    assert_one_line_failure(no_database, f"python -m {service}:", "TASKS_DATABASE_URL")
+    assert_one_line_failure(bad_setting, f"python -m {service}:", "TASKS_PROJECTOR_PORT=eighty")
+
+
 async def test_an_unreachable_broker_is_one_line_naming_the_setting(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:

@@ -6,6 +6,9 @@ python cli.py migrate            # create databases, tables and broker topology
 python cli.py replay --from-position N [--to-position M] (--queue NAME [--routing-key P]... | --all)
 python cli.py rebuild            # rebuild the read table from the store, reads keep working
 python cli.py verify             # compare the read table with a replay of the store
+
+A command that fails prints one line on stderr naming what to check and exits 1 (`--debug`
+adds the traceback); migrate, replay, rebuild and verify end with a one-line summary.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
+import time
+import traceback
 
 from fastapi import FastAPI
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from command_service.api import WRITE_SCHEMAS, BodyGate, commit_ready, event_store
 from command_service.api import router as write_router
@@ -25,6 +33,7 @@ from query_service.api import read_pools
 from query_service.api import router as read_router
 from query_service.events import router as events_router
 from shared.config import Settings
+from shared.failures import bad_settings, describe
 from shared.health import postgres_check, rabbitmq_check
 from shared.server import from_environment, serve
 from shared.web import make_app
@@ -68,9 +77,13 @@ def whole_api_document(settings: Settings) -> str:
     return json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
 
 
-async def migrate(settings: Settings) -> None:
+async def migrate(settings: Settings) -> str:
+    """Create what every part needs; returns what now exists, for the summary line."""
+    import asyncpg
+
     from command_service.application import migrate_store
     from projector.projection import migrate_read_model
+    from shared.domain import EVENTS_TABLE
     from shared.messaging import connect, declare_topology
 
     await migrate_store(settings)
@@ -78,20 +91,57 @@ async def migrate(settings: Settings) -> None:
     connection = await connect(settings, "migrate")
     async with connection:
         await declare_topology(await connection.channel(), settings)
+    store = await asyncpg.connect(settings.database_url)
+    try:
+        events = await store.fetchval(f"SELECT count(*) FROM {EVENTS_TABLE}")
+    finally:
+        await store.close()
+    return (
+        f"event store ({events} events), read table, exchange {settings.exchange} "
+        f"and queue {settings.projector_queue} ready"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tasks", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the whole API in one process on TASKS_PORT (8000)")
-    commands.add_parser("relay", help="run the relay alone on TASKS_RELAY_PORT (8004)")
-    commands.add_parser("migrate", help="create databases, tables and broker topology")
-    replay = commands.add_parser("replay", help="republish stored events (same ids)")
-    replay.add_argument("--from-position", type=int, required=True)
-    replay.add_argument("--to-position", type=int)
+def build_parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="on failure, print the whole traceback, not only the one-line reason",
+    )
+    parser = argparse.ArgumentParser(
+        prog="cli.py",
+        description=__doc__.splitlines()[0],
+        epilog="Settings come from TASKS_* environment variables (docs/operations.md).",
+        parents=[debug],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[debug])
+
+    command("serve", "run the whole API in one process on TASKS_PORT (8000)")
+    command("relay", "run the relay alone on TASKS_RELAY_PORT (8004)")
+    command("migrate", "create databases, tables and broker topology")
+    replay = command("replay", "republish stored events (same ids)")
+    replay.add_argument(
+        "--from-position",
+        type=int,
+        required=True,
+        metavar="P",
+        help="first store position to republish (inclusive)",
+    )
+    replay.add_argument(
+        "--to-position",
+        type=int,
+        metavar="M",
+        help="last store position to republish (inclusive; default: the store's end)",
+    )
     target = replay.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--queue",
+        metavar="NAME",
         help="publish to this one existing queue, through a temporary exchange bound to it",
     )
     target.add_argument("--all", action="store_true", help="publish to the whole exchange")
@@ -103,11 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         help="with --queue: bind with this topic pattern (repeatable; default '#'); "
         "events keep their own routing keys",
     )
-    commands.add_parser("openapi", help="write the whole API's OpenAPI document to stdout")
-    commands.add_parser("rebuild", help="rebuild the read table from the store without downtime")
-    commands.add_parser("verify", help="compare the read table with a replay of the store")
-    args = parser.parse_args(argv)
-    settings = Settings()
+    command("openapi", "write the whole API's OpenAPI document to stdout")
+    command("rebuild", "rebuild the read table from the store without downtime")
+    command("verify", "compare the read table with a replay of the store")
+    return parser
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """One command; the operations end with a one-line summary on stdout."""
+    started = time.monotonic()
+
+    def took() -> str:
+        return f"in {time.monotonic() - started:.1f} s"
 
     if args.command == "serve":
         serve("cli:app_from_environment", settings, settings.port)
@@ -116,14 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         serve("cli:relay_app_from_environment", settings, settings.relay_port)
         return 0
     if args.command == "migrate":
-        asyncio.run(migrate(settings))
+        print(f"migrated: {asyncio.run(migrate(settings))} {took()}")
         return 0
     if args.command == "replay":
         from command_service.replay import ReplayError
         from command_service.replay import replay as run_replay
 
         if args.all and args.routing_keys:
-            parser.error("--routing-key goes with --queue (--all publishes to the exchange)")
+            print(
+                "replay: --routing-key goes with --queue (--all publishes to the exchange)",
+                file=sys.stderr,
+            )
+            return 2
         patterns = args.routing_keys or ["#"]
         try:
             count = asyncio.run(
@@ -132,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         except ReplayError as error:
             print(f"replay: {error}", file=sys.stderr)
             return 1
-        print(f"republished {count} events")
+        target = f"queue {args.queue}" if args.queue else f"exchange {settings.exchange}"
+        print(f"replayed: republished {count} events to {target} {took()}")
         return 0
     if args.command == "openapi":
         sys.stdout.write(whole_api_document(settings))
@@ -140,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rebuild":
         from projector.rebuild import rebuild
 
-        asyncio.run(rebuild(settings))
+        result = asyncio.run(rebuild(settings))
+        print(
+            f"rebuilt the read table: {result['tasks']} tasks from {result['events']} events "
+            f"(+{result['caught_up']} stored meanwhile), position {result['position']}, {took()}"
+        )
         return 0
     if args.command == "verify":
         from projector.rebuild import verify
@@ -148,6 +214,32 @@ def main(argv: list[str] | None = None) -> int:
         differences = asyncio.run(verify(settings))
         return 1 if differences else 0
     return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a command; a failure is one line on stderr (the traceback too with --debug)."""
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    if not debug and args.command not in ("serve", "relay"):
+        # aiormq logs a failed connection that the command then reports in its own line.
+        logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
+    try:
+        settings = Settings()
+    except (ValidationError, SettingsError) as error:
+        return fail(args.command, error, bad_settings(error), debug)
+    try:
+        return run(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line for any failure; --debug: traceback
+        return fail(args.command, error, describe(error, settings), debug)
+
+
+def fail(command: str, error: BaseException, line: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(error)
+    sys.stderr.write(f"cli.py {command}: {line}\n")
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """`python -m command_service`: the write API (and the relay) on its own port."""
 
-from shared.config import Settings
-from shared.server import serve
+import sys
+
+from shared.server import main
 
 if __name__ == "__main__":
-    settings = Settings()
-    serve("command_service.api:app_from_environment", settings, settings.command_port)
+    sys.exit(main("command_service.api:app_from_environment", "command_port"))

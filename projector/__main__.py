@@ -1,8 +1,8 @@
 """`python -m projector`: the consumer, with /health, /ready and /metrics on its own port."""
 
-from shared.config import Settings
-from shared.server import serve
+import sys
+
+from shared.server import main
 
 if __name__ == "__main__":
-    settings = Settings()
-    serve("projector.consumer:app_from_environment", settings, settings.projector_port)
+    sys.exit(main("projector.consumer:app_from_environment", "projector_port"))

@@ -43,6 +43,7 @@ from shared.domain import (
     fold_stored,
     task_to_dict,
 )
+from shared.failures import OperatorError
 from shared.progress import Progress
 
 NEW_TABLE = "tasks_rebuild"
@@ -144,12 +145,15 @@ async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict
     read = await asyncpg.connect(settings.read_dsn)
     try:
         upto = await store.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
+        events = await store.fetchval(
+            f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id <= $1", upto
+        )
         await read.execute(f"DROP TABLE IF EXISTS {NEW_TABLE}")
         await read.execute(
             f"CREATE TABLE {NEW_TABLE} (LIKE tasks INCLUDING DEFAULTS INCLUDING GENERATED)"
         )
         await _copy_storage_parameters(read)
-        progress = Progress("rebuild", upto, progress_stream)
+        progress = Progress("rebuild", events, progress_stream)
         # Appends commit in position order (the library locks the table to append), so once
         # `upto` is visible every event below it is too: each part may take its own snapshot.
         if settings.rebuild_workers > 1:
@@ -166,12 +170,15 @@ async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict
         phases["vacuum_analyze"] = time.monotonic() - progress.started - sum(phases.values())
         await _copy_indexes(read, settings.read_dsn)
         phases["indexes"] = time.monotonic() - progress.started - sum(phases.values())
-        caught_up = await _catch_up_and_swap(store, read, upto)
+        position, caught_up = await _catch_up_and_swap(store, read, upto)
         phases["catch_up_and_swap"] = time.monotonic() - progress.started - sum(phases.values())
+        tasks = await read.fetchval("SELECT count(*) FROM tasks")
         return {
             "events": progress.done,
             "events_per_second": copied,
             "caught_up": caught_up,
+            "tasks": tasks,
+            "position": position,
             "phases_s": phases,
         }
     finally:
@@ -309,8 +316,12 @@ async def _copy_indexes(read: asyncpg.Connection, dsn: str) -> None:
         await other.close()
 
 
-async def _catch_up_and_swap(store: asyncpg.Connection, read: asyncpg.Connection, upto: int) -> int:
-    """Holding the projector's lock: apply what the store gained meanwhile, then swap."""
+async def _catch_up_and_swap(
+    store: asyncpg.Connection, read: asyncpg.Connection, upto: int
+) -> tuple[int, int]:
+    """Holding the projector's lock: apply what the store gained meanwhile, then swap.
+
+    Returns the position swapped in and the number of events stored after `upto`."""
     async with read.transaction():
         await read.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_KEY)
         end = await store.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
@@ -347,50 +358,86 @@ async def _catch_up_and_swap(store: asyncpg.Connection, read: asyncpg.Connection
         for row in names:
             await read.execute(f"ALTER INDEX rb_{row['indexname']} RENAME TO {row['indexname']}")
         await read.execute("SELECT pg_notify($1, $2)", PROJECTION_CHANNEL, str(position))
-    return int(end) - upto
+    gained = await store.fetchval(
+        f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id > $1 AND notification_id <= $2",
+        upto,
+        end,
+    )
+    return int(end), int(gained)
+
+
+def field_differences(task_id: UUID, actual: dict[str, Any], expected: dict[str, Any]) -> str:
+    """One line naming the task and each field whose values differ, read table then store."""
+    fields = sorted(set(actual) | set(expected))
+    missing = object()
+    changed = [
+        f"{name}: read table {_shown(actual.get(name, missing))}, "
+        f"store {_shown(expected.get(name, missing))}"
+        for name in fields
+        if actual.get(name, missing) != expected.get(name, missing)
+    ]
+    return f"task {task_id} differs: " + "; ".join(changed)
+
+
+def _shown(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return "(absent)"
 
 
 async def verify(settings: Settings, out: Any = sys.stdout) -> list[str]:
-    """Compare every read-table row with the replayed store; returns (and prints) differences.
+    """Compare every read-table row with the replayed store; returns (and prints) differences,
+    one line per task naming the fields that differ with both values, then a summary line.
 
     Both sides are streamed in id order and merged, so memory stays flat at any size.
     """
+    started = time.monotonic()
     store = await asyncpg.connect(settings.database_url)
     read = await asyncpg.connect(settings.read_dsn)
     differences: list[str] = []
+    tasks = 0
     try:
         async with read.transaction(isolation="repeatable_read", readonly=True):
             state = await read.fetchrow(
                 "SELECT position, dead_letters FROM projection_state WHERE name = 'projector'"
             )
-            assert state is not None
+            if state is None:
+                raise OperatorError("the read table has no projection state: run migrate first")
             upto = state["position"]
-            progress = Progress("verify", upto, sys.stderr)
             rows = read.cursor("SELECT id, doc FROM tasks ORDER BY id", prefetch=BATCH).__aiter__()
             row = await anext(rows, None)
             async with store.transaction(isolation="repeatable_read", readonly=True):
+                events = await store.fetchval(
+                    f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id <= $1", upto
+                )
+                progress = Progress("verify", events, sys.stderr)
                 async for task, _, counted in folded_tasks(store, upto):
                     progress.advance(counted)
+                    tasks += 1
                     while row is not None and row["id"] < task.id:
-                        differences.append(f"{row['id']}: in the read table but not in the store")
+                        differences.append(
+                            f"task {row['id']}: in the read table but not in the store"
+                        )
                         row = await anext(rows, None)
                     expected = task_to_dict(task)
                     if row is None or row["id"] != task.id:
-                        differences.append(f"{task.id}: missing from the read table")
+                        differences.append(f"task {task.id}: missing from the read table")
                         continue
                     actual = orjson.loads(row["doc"])
                     if actual != expected:
-                        differences.append(f"{task.id}: read table {actual} != replay {expected}")
+                        differences.append(field_differences(task.id, actual, expected))
                     row = await anext(rows, None)
             while row is not None:
-                differences.append(f"{row['id']}: in the read table but not in the store")
+                differences.append(f"task {row['id']}: in the read table but not in the store")
                 row = await anext(rows, None)
         progress.advance(0, final=True)
         for line in differences:
             out.write(line + "\n")
         out.write(
-            f"verified up to position {upto}: {len(differences)} difference(s), "
-            f"{state['dead_letters']} dead-lettered message(s)\n"
+            f"verified {tasks} tasks ({progress.done} events) up to position {upto}: "
+            f"{len(differences)} difference(s), {state['dead_letters']} dead-lettered "
+            f"message(s) in {time.monotonic() - started:.1f} s\n"
         )
     finally:
         await store.close()

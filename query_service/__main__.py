@@ -1,8 +1,8 @@
 """`python -m query_service`: the read API on its own port."""
 
-from shared.config import Settings
-from shared.server import serve
+import sys
+
+from shared.server import main
 
 if __name__ == "__main__":
-    settings = Settings()
-    serve("query_service.api:app_from_environment", settings, settings.query_port)
+    sys.exit(main("query_service.api:app_from_environment", "query_port"))

@@ -1,13 +1,24 @@
-"""Running an app with uvicorn (uvloop, httptools), the same way in every process."""
+"""Running an app with uvicorn (uvloop, httptools), the same way in every process.
+
+A process that cannot start (a bad setting, PostgreSQL out of reach) says so in one line on
+stderr and exits 1, before uvicorn starts; a broker that is down does not stop it (the relay
+and the projector reconnect, and `/ready` says 503 meanwhile).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from shared.config import Settings
+from shared.database import ensure_database
+from shared.failures import bad_settings, describe
 from shared.logging import configure_logging
 
 
@@ -25,6 +36,7 @@ def serve(factory: str, settings: Settings, port: int) -> None:
     projector, and the advisory lock and the single active consumer keep one of each working.
     """
     configure_logging(settings.log_level)
+    asyncio.run(databases_answer(settings))
     uvicorn.run(
         factory,
         factory=True,
@@ -47,3 +59,25 @@ def serve(factory: str, settings: Settings, port: int) -> None:
         # (shared/limits.py answers 431 in the error shape).
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
+
+
+async def databases_answer(settings: Settings) -> None:
+    """The databases exist (created when missing) and answer, or this raises."""
+    await ensure_database(settings.database_url)
+    if settings.read_dsn != settings.database_url:
+        await ensure_database(settings.read_dsn)
+
+
+def main(factory: str, port_setting: str) -> int:
+    """`python -m <service>`: serve on the port the setting names, or say in one line why not."""
+    try:
+        settings = Settings()
+    except (ValidationError, SettingsError) as error:
+        sys.stderr.write(f"python -m {factory.split('.')[0]}: {bad_settings(error)}\n")
+        return 1
+    try:
+        serve(factory, settings, getattr(settings, port_setting))
+    except Exception as error:  # noqa: BLE001 - one line for any failure to start
+        sys.stderr.write(f"python -m {factory.split('.')[0]}: {describe(error, settings)}\n")
+        return 1
+    return 0

@@ -32,9 +32,9 @@ EVENT_CLASSES: dict[str, type[Task.Event]] = {
     "TaskSoftDeleted": Task.SoftDeleted,
 }
 ADDED_IN: dict[str, dict[int, tuple[str, ...]]] = {
-    "TaskCreated": {2: ("idempotency_key", "correlation_id")},
-    "TaskUpdated": {},
-    "TaskSoftDeleted": {},
+    "TaskCreated": {2: ("idempotency_key", "correlation_id"), 3: ("actor",)},
+    "TaskUpdated": {2: ("actor", "previous")},
+    "TaskSoftDeleted": {2: ("actor",)},
 }
 """The attributes each class version added (its upcaster fills them in for older ones)."""
 
@@ -225,5 +225,6 @@ def test_a_stored_form_it_is_not_proven_on_is_refused() -> None:
         fold_stored(document, task.id, 1, created["topic"], created["state"])
     with pytest.raises(ValueError, match="unknown event topic"):
         fold_stored(document, task.id, 2, "TaskRenamed", second["state"])
-    with pytest.raises(ValueError, match="class version 2 is unknown"):
+    unknown = STORED_FOLD_VERSIONS["TaskUpdated"] + 1
+    with pytest.raises(ValueError, match=f"class version {unknown} is unknown"):
         fold_stored(document, task.id, 2, second["topic"], newer)

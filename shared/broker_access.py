@@ -45,17 +45,19 @@ def permissions(
 ) -> dict[str, dict[str, str]]:
     """configure / write / read patterns per role user, on the settings' exchange and queues."""
     exchange, queue, dlq = settings.exchange, settings.projector_queue, settings.dead_letter_queue
+    # Every part declares the whole topology, the event log stream and its binding included.
+    log = settings.event_log_stream
     return {
         relay: {
-            "configure": _only(exchange, queue, dlq),
-            # Publishing needs write on the exchange; binding the queue, write on the queue.
-            "write": _only(exchange, queue, dlq),
+            "configure": _only(exchange, queue, dlq, log),
+            # Publishing needs write on the exchange; binding a queue, write on the queue.
+            "write": _only(exchange, queue, dlq, log),
             "read": _only(exchange),
         },
         projector: {
-            "configure": _only(exchange, queue, dlq),
+            "configure": _only(exchange, queue, dlq, log),
             # Its queues (binding), and the default exchange for dead letters: not the exchange.
-            "write": _only(queue, dlq, "amq.default"),
+            "write": _only(queue, dlq, log, "amq.default"),
             "read": _only(exchange, queue, dlq),
         },
     }

@@ -42,7 +42,7 @@ def list_query(settings: Settings, params: list[tuple[str, str]]) -> Statement:
 
 def get_query(ids: list[str], rng: random.Random) -> Statement:
     uuids = [uuid.UUID(value) for value in ids]
-    return lambda: (GET_STATEMENT, [rng.choice(uuids), False])
+    return lambda: (GET_STATEMENT, [rng.choice(uuids)])
 
 
 async def sql_round(

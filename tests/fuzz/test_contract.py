@@ -117,6 +117,12 @@ CANNOT_SAY: list[tuple[str, Any, int, str]] = [
         422,
         "X-Min-Position",
     ),
+    (
+        "cookie position beyond head",
+        lambda c: "tasks_position" in (c.cookies or {}),
+        422,
+        "tasks_position",
+    ),
     # Also beyond JSON Schema, and described in the document: a sort key given twice, and
     # `sort=relevance` without `q` (no pattern can forbid a repeat; parameters cannot depend on
     # each other); `cursor` with `offset` (no exclusion between parameters).
@@ -288,7 +294,8 @@ def test_linked_sequences_keep_the_contract(api: Process) -> None:
                 return
             path = f"{api.url}/api/v1/tasks/{case.path_parameters['task_id']}"
             version = int(response.headers["etag"][0].strip('"'))
-            with httpx.Client(timeout=30) as http:
+            key = {"Authorization": f"Bearer {FUZZ_KEY}"}
+            with httpx.Client(timeout=30, headers=key) as http:
                 history = http.get(f"{path}/history")
                 before = http.get(path, params={"version": version - 1})
                 after = http.get(path, params={"version": version})

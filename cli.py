@@ -83,11 +83,13 @@ async def migrate(settings: Settings) -> str:
 
     from command_service.application import migrate_store
     from projector.projection import migrate_read_model
+    from query_service.cursors import load_secret
     from shared.domain import EVENTS_TABLE
     from shared.messaging import connect, declare_topology
 
     await migrate_store(settings)
     await migrate_read_model(settings)
+    await load_secret(settings, create=True)
     connection = await connect(settings, "migrate")
     async with connection:
         await declare_topology(await connection.channel(), settings)

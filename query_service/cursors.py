@@ -75,22 +75,25 @@ def decode_cursor(cursor: str, secret: bytes) -> tuple[list[Any], list[tuple[str
     return values, pairs
 
 
-async def load_secret(settings: Settings) -> bytes:
+async def load_secret(settings: Settings, create: bool | None = None) -> bytes:
     """The cursor signing secret: the setting when given, else the deployment's own, created
-    by whichever process starts first and read by all the others."""
+    by whichever process starts first (or by `cli.py migrate` where the apps may not create
+    anything: `migrate_on_start` off) and read by all the others."""
     if settings.cursor_secret:
         return settings.cursor_secret.encode()
-    await ensure_database(settings.database_url)
+    if settings.migrate_on_start if create is None else create:
+        await ensure_database(settings.database_url)
     conn = await asyncpg.connect(settings.database_url)
     try:
-        async with ddl_lock(conn):
-            await conn.execute(SECRETS_TABLE)
-            await conn.execute(
-                "INSERT INTO service_secrets (name, value) VALUES ($1, $2) "
-                "ON CONFLICT (name) DO NOTHING",
-                CURSOR_KEY,
-                secrets.token_bytes(32),
-            )
+        if settings.migrate_on_start if create is None else create:
+            async with ddl_lock(conn):
+                await conn.execute(SECRETS_TABLE)
+                await conn.execute(
+                    "INSERT INTO service_secrets (name, value) VALUES ($1, $2) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    CURSOR_KEY,
+                    secrets.token_bytes(32),
+                )
         value = await conn.fetchval("SELECT value FROM service_secrets WHERE name = $1", CURSOR_KEY)
     finally:
         await conn.close()

@@ -45,6 +45,9 @@ def _grants(roles: Roles) -> list[str]:
         f"GRANT SELECT, UPDATE ON projection_state TO {projector}",
         f"GRANT SELECT ON {EVENTS_TABLE} TO {projector}",
         f"GRANT SELECT ON tasks, projection_state, {EVENTS_TABLE} TO {query}",
+        # The cursor secret (`cli.py migrate` creates it unless a setting gives one).
+        "DO $$ BEGIN IF to_regclass('service_secrets') IS NOT NULL THEN "
+        f"EXECUTE 'GRANT SELECT ON service_secrets TO {query}'; END IF; END $$",
     ]
 
 

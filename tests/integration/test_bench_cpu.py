@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -33,6 +34,21 @@ async def test_a_backends_cpu_counts_while_it_runs_and_after_it_ends(
     if not roots or not any(root.pid == read_stat(backend).ppid for root in roots):
         await conn.close()
         pytest.skip("PostgreSQL runs where this process cannot see it in /proc")
+    await conn.close()
+    # Other backends of the shared server start and end meanwhile, which can move the server's
+    # total between two samples; the accounting must hold in one of three quiet-enough tries.
+    failures = []
+    for _ in range(3):
+        failure = await _measure_one_backend(database_url, roots)
+        if failure is None:
+            return
+        failures.append(failure)
+    raise AssertionError(failures)
+
+
+async def _measure_one_backend(database_url: str, roots: list[Any]) -> str | None:
+    conn = await asyncpg.connect(database_url)
+    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
     meter = Meter({"postgres": roots})
     before = meter.sample()["postgres"]
     backend_before = read_stat(backend).own
@@ -42,12 +58,18 @@ async def test_a_backends_cpu_counts_while_it_runs_and_after_it_ends(
     live = meter.sample()["postgres"]
     await conn.close()
     await asyncio.to_thread(wait_reaped, backend)
-
-    assert backend_spent > 0.05
-    assert live - before >= backend_spent
-    # Once the backend is gone its time is the postmaster's: the total does not drop.
     ended = meter.sample()["postgres"]
-    assert ended >= live - 0.02
+
+    if backend_spent <= 0.05:
+        return f"the backend spent {backend_spent:.3f} s"
+    if live - before < backend_spent:
+        return (
+            f"the tree gained {live - before:.3f} s while the backend spent {backend_spent:.3f} s"
+        )
+    # Once the backend is gone its time is the postmaster's: the total does not drop.
+    if ended < live - 0.02:
+        return f"the total dropped from {live:.3f} to {ended:.3f} s when the backend ended"
+    return None
 
 
 def test_the_broker_is_found_as_one_erlang_vm() -> None:

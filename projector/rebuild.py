@@ -53,6 +53,28 @@ BATCH = 5_000
 _mapper = create_mapper()
 
 
+async def _stored_batches(
+    store: asyncpg.Connection, upto: int, batch: int, ids: tuple[UUID, UUID | None] | None
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """The stored events at or below `upto` (with `ids`, of tasks in [low, high)), by task and
+    version, whole batches per round trip. Must run inside a transaction."""
+    where = "notification_id <= $1"
+    args: list[int | UUID] = [upto]
+    if ids is not None:
+        where += " AND originator_id >= $2"
+        args.append(ids[0])
+        if ids[1] is not None:
+            where += " AND originator_id < $3"
+            args.append(ids[1])
+    cursor = await store.cursor(
+        "SELECT notification_id, originator_id, originator_version, topic, state "
+        f"FROM {EVENTS_TABLE} WHERE {where} ORDER BY originator_id, originator_version",
+        *args,
+    )
+    while rows := await cursor.fetch(batch):
+        yield rows
+
+
 async def folded_tasks(
     store: asyncpg.Connection,
     upto: int,
@@ -67,21 +89,7 @@ async def folded_tasks(
     task: Task | None = None
     position = 0
     counted = 0
-    where = "notification_id <= $1"
-    args: list[int | UUID] = [upto]
-    if ids is not None:
-        where += " AND originator_id >= $2"
-        args.append(ids[0])
-        if ids[1] is not None:
-            where += " AND originator_id < $3"
-            args.append(ids[1])
-    cursor = await store.cursor(
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE {where} ORDER BY originator_id, originator_version",
-        *args,
-    )
-    # Whole batches per round trip, not one awaited row at a time.
-    while rows := await cursor.fetch(batch):
+    async for rows in _stored_batches(store, upto, batch, ids):
         for row in rows:
             event = decode(_mapper, row)
             if task is not None and task.id != event.originator_id:
@@ -108,20 +116,7 @@ async def folded_documents(
     task_id: UUID | None = None
     position = 0
     counted = 0
-    where = "notification_id <= $1"
-    args: list[int | UUID] = [upto]
-    if ids is not None:
-        where += " AND originator_id >= $2"
-        args.append(ids[0])
-        if ids[1] is not None:
-            where += " AND originator_id < $3"
-            args.append(ids[1])
-    cursor = await store.cursor(
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE {where} ORDER BY originator_id, originator_version",
-        *args,
-    )
-    while rows := await cursor.fetch(batch):
+    async for rows in _stored_batches(store, upto, batch, ids):
         for notification_id, originator_id, version, topic, state in rows:
             if originator_id != task_id:
                 if task is not None:

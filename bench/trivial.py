@@ -10,23 +10,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from shared.config import Settings
+from shared.openapi import TASK_EXAMPLE
 from shared.server import serve
 
-TASK: dict[str, Any] = {
-    "id": "9b2f6c1e-3a7d-4a43-9d0e-0b7f6f3f2a11",
-    "title": "Write the quarterly report",
-    "description": "Numbers from finance first",
-    "priority": 4,
-    "due_date": "2026-12-15",
-    "tags": ["work", "urgent"],
-    "completed": False,
-    "completed_at": None,
-    "deleted": False,
-    "deleted_at": None,
-    "created_at": "2026-11-26T09:30:00.123456Z",
-    "updated_at": "2026-11-26T09:30:00.123456Z",
-    "version": 1,
-}
+TASK = TASK_EXAMPLE
+"""The contract's example task: what the trivial endpoint answers."""
 
 
 def create_app() -> FastAPI:

@@ -191,8 +191,12 @@ class Relay:
             wake.clear()
             rows = await conn.fetch(SELECT_AFTER, self.position, self.settings.relay_batch_size)
             if not rows:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.settings.relay_poll_seconds)
+                # `asyncio.timeout`, not `wait_for`: on Python 3.11 a cancellation that meets the
+                # timeout can come out of `wait_for` as a TimeoutError, which would be swallowed
+                # here and keep the relay running after it was told to stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.relay_poll_seconds):
+                        await wake.wait()
                 continue
             await publish(exchange, await self.states.envelopes(conn, rows))
             self.position = rows[-1]["notification_id"]

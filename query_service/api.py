@@ -120,8 +120,10 @@ class PositionWatcher:
             if remaining <= 0:
                 raise unavailable
             # Woken by NOTIFY; the periodic re-read only covers a lost listener connection.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
+            # (`asyncio.timeout` keeps a cancellation a cancellation; see the relay's wait.)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await self.changed.wait()
             if self.position < position:
                 self.advance(await self.read())
 

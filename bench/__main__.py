@@ -194,6 +194,7 @@ async def measure(
                     "p99_below_ms": scenario.p99_below_ms,
                     "ceiling_share": scenario.ceiling_share,
                     "share_of": scenario.share_of,
+                    "http_share": scenario.http_share,
                 },
                 "read_table_before": table,
             }

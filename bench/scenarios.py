@@ -38,6 +38,8 @@ class Scenario:
     """The raw SQL behind a read, for its ceiling."""
     share_of: tuple[str, float] | None = None
     """Target: at least this share of another scenario's req/s in the same run."""
+    http_share: float | None = None
+    """Target: at least this share of the trivial endpoint's req/s on the same server stack."""
     vacuum_before: bool = False
     """Run a manual `VACUUM (ANALYZE)` of the read table before this scenario."""
 
@@ -63,6 +65,7 @@ def build(
         ("limit", "20"),
     ]
     search_params = [("q", SEARCH_QUERY), ("limit", "20")]
+    title_params = [("sort", "title"), ("limit", "20")]
     offset_params = [("limit", "20"), ("offset", str(depth))]
     cursor_params = [("limit", "20"), ("cursor", cursor)]
 
@@ -77,6 +80,7 @@ def build(
             peer=PEER["get"],
             peer_factor=6,
             ceiling_share=0.5,
+            http_share=0.6,
             statement=get_query(ids, rng),
         ),
         Scenario(
@@ -94,6 +98,13 @@ def build(
             Load("GET", path(search_params)),
             ceiling_share=0.5,
             statement=list_query(settings, search_params),
+        ),
+        Scenario(
+            "title",
+            "GET list sort=title (case- and accent-insensitive order, with total)",
+            Load("GET", path(title_params)),
+            ceiling_share=0.5,
+            statement=list_query(settings, title_params),
         ),
         # As seeded: no one has run VACUUM, only autovacuum may have (the read table's settings).
         Scenario(
@@ -129,6 +140,7 @@ def build(
             Load("PATCH", "/api/v1/tasks/", files.ids, files.patches),
             peer=PEER["patch"],
             peer_factor=6,
+            ceiling_share=1.0,
         ),
         Scenario(
             "create",
@@ -136,6 +148,7 @@ def build(
             Load("POST", "/api/v1/tasks", None, files.creates),
             peer=PEER["create"],
             peer_factor=10,
+            ceiling_share=1.5,
             p99_below_ms=50,
         ),
     ]

@@ -21,6 +21,7 @@ SCENARIOS = {
     "get",
     "list",
     "search",
+    "title",
     "offset",
     "cursor",
     "offset_vacuumed",
@@ -92,6 +93,12 @@ def test_the_harness_measures_every_scenario_and_its_ceiling_without_errors(harn
     assert results["scenarios"]["offset"]["read_table_before"]["heap_fetches"] >= 0
     assert results["scenarios"]["offset_vacuumed"]["read_table_before"]["last_vacuum"]
     assert "offset" in {c["what"] for c in results["targets"] if "offset_vacuumed" in c["target"]}
+    # The performance targets, each against what the same run measured beside it.
+    targets = {(c["what"], c["target"]) for c in results["targets"]}
+    assert ("get", "≥ 60% of the trivial endpoint") in targets
+    assert ("create", "≥ 150% of raw append") in targets
+    assert ("patch", "≥ 100% of raw update") in targets
+    assert ("title", "≥ 50% of raw SQL") in targets
     assert results["projection_lag"]["writes"] > 0
     assert results["projection_lag"]["failures"] == []
     assert results["rebuild"]["events"] >= 200

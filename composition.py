@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
-from typing import Any
 
 import asyncpg
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client.core import Metric
 from starlette.datastructures import State
 
@@ -33,7 +32,7 @@ from query_service.api import READ_ACCESS, ReadPools
 from query_service.api import router as read_router
 from query_service.events import router as events_router
 from shared.app import AppSpec, Resource, make_app
-from shared.background import in_background
+from shared.background import migrated_then_running
 from shared.config import Settings
 from shared.docs import whole_api_router
 from shared.health import Check, CheckResult, postgres_check, rabbitmq_check
@@ -77,32 +76,42 @@ class EventStore:
         return Resource(self.open, (self.ready,), (self.metrics,))
 
 
+def lag_check(
+    name: str,
+    lag: Callable[[], Awaitable[dict[str, float]]],
+    stalled: Callable[[dict[str, float]], tuple[float, dict[str, object]]],
+    stopped: str,
+    limit: float,
+) -> Check:
+    """`/ready` for a part that follows the store: lag alone is fine, but behind the store and
+    not moving for longer than `limit` seconds (failing or stuck) is not ready. `stalled` says
+    for how long, and what the body shows of the part; an unreadable lag is no verdict."""
+
+    async def check() -> CheckResult:
+        try:
+            now = await lag()
+        except (OSError, asyncpg.PostgresError):
+            return name, True, {}
+        seconds, extra = stalled(now)
+        if seconds > limit:
+            failure = f"behind the store and {stopped} for {seconds:.0f} s"
+            return name, False, {**extra, "failure": failure}
+        return name, True, extra
+
+    return check
+
+
 def relay_resource(settings: Settings) -> Resource:
     """The relay as a background task (one publishes; the others stand by for the lock)."""
     relay = Relay(settings)
 
-    @contextlib.asynccontextmanager
-    async def running(_: State) -> AsyncIterator[None]:
-        if settings.migrate_on_start:
-            await migrate_store(settings)
-        async with in_background(("relay", relay.run())):
-            yield
+    running = migrated_then_running(settings, migrate_store, ("relay", relay.run))
 
-    async def ready() -> CheckResult:
-        """Lag alone is fine, but the active relay behind the store and not publishing for
-        longer than `stall_seconds` (failing or stuck) is not ready; a standby, waiting for
-        the lock, is not the one publishing."""
-        try:
-            lag = await relay.lag()
-        except (OSError, asyncpg.PostgresError):
-            return "relay", True, {}
-        extra: dict[str, object] = {"relay_lag": lag, "relay_active": relay.active}
+    def stalled(lag: dict[str, float]) -> tuple[float, dict[str, object]]:
+        # A standby, waiting for the lock, is not the one publishing.
         behind = 0 if relay.standby else int(lag["positions"])
-        stalled = relay.stall.observe(relay.recorded, behind)
-        if stalled > settings.stall_seconds:
-            extra["failure"] = f"behind the store and not publishing for {stalled:.0f} s"
-            return "relay", False, extra
-        return "relay", True, extra
+        extra = {"relay_lag": lag, "relay_active": relay.active}
+        return relay.stall.observe(relay.recorded, behind), extra
 
     async def metrics() -> Iterable[Metric]:
         published = counter(
@@ -110,6 +119,7 @@ def relay_resource(settings: Settings) -> Resource:
         )
         return [published, *lag_gauges("tasks_relay_lag", "Relay", await safe_lag(relay.lag))]
 
+    ready = lag_check("relay", relay.lag, stalled, "not publishing", settings.stall_seconds)
     return Resource(running, (ready,), (metrics,))
 
 
@@ -117,32 +127,16 @@ def projector_resource(settings: Settings) -> Resource:
     """The projector and the read table's maintenance as background tasks."""
     projector = Projector(settings)
 
-    @contextlib.asynccontextmanager
-    async def running(_: State) -> AsyncIterator[None]:
-        if settings.migrate_on_start:
-            await migrate_read_model(settings)
-        async with in_background(
-            ("projector", projector.run()),
-            ("read table maintenance", keep_vacuumed(settings)),
-        ):
-            yield
+    running = migrated_then_running(
+        settings,
+        migrate_read_model,
+        ("projector", projector.run),
+        ("read table maintenance", partial(keep_vacuumed, settings)),
+    )
 
-    async def ready() -> CheckResult:
-        """Lag alone is fine, but behind the store without advancing for longer than
-        `stall_seconds` (not consuming, or stuck) is not ready."""
-        try:
-            lag = await projector.lag()
-        except (OSError, asyncpg.PostgresError):
-            return "projector", True, {}
-        stalled = projector.stall.observe(projector.shared_position, int(lag["positions"]))
-        extra: dict[str, object] = {
-            "projection_lag": lag,
-            "projector_consuming": projector.consuming,
-        }
-        if stalled > settings.stall_seconds:
-            extra["failure"] = f"behind the store and not advancing for {stalled:.0f} s"
-            return "projector", False, extra
-        return "projector", True, extra
+    def stalled(lag: dict[str, float]) -> tuple[float, dict[str, object]]:
+        extra = {"projection_lag": lag, "projector_consuming": projector.consuming}
+        return projector.stall.observe(projector.shared_position, int(lag["positions"])), extra
 
     async def metrics() -> Iterable[Metric]:
         lag = await safe_lag(projector.lag)
@@ -156,105 +150,82 @@ def projector_resource(settings: Settings) -> Resource:
             *lag_gauges("tasks_projection_lag", "Projection", lag),
         ]
 
+    ready = lag_check("projector", projector.lag, stalled, "not advancing", settings.stall_seconds)
     return Resource(running, (ready,), (metrics,))
 
 
-def _checks(settings: Settings, broker: bool) -> tuple[Check, ...]:
-    """What every part needs before its own checks: PostgreSQL, and RabbitMQ when it publishes
-    or consumes."""
-    if broker:
-        return postgres_check(settings), rabbitmq_check(settings)
-    return (postgres_check(settings),)
-
-
-def _write_gate(settings: Settings) -> tuple[tuple[type[Any], dict[str, Any]], ...]:
-    # Inside the request-id and metrics middleware, so 413 and 415 are counted and echo it.
-    return ((BodyGate, {"max_bytes": settings.max_body_bytes}),)
+def _app(
+    title: str,
+    settings: Settings,
+    routers: tuple[APIRouter, ...],
+    resources: tuple[Resource, ...],
+    broker: bool,
+    writes: bool = False,
+    reads: ReadPools | None = None,
+) -> FastAPI:
+    """One process's app: `/ready` checks PostgreSQL first (and RabbitMQ when the process
+    publishes or consumes), then its resources; every app applies the whole API's access
+    rules. `writes` adds the write bodies' schemas and the 413/415 gate (inside the request-id
+    and metrics middleware, so those answers are counted and echo it); `reads` puts the read
+    model's position on reads."""
+    checks = (postgres_check(settings),) + ((rabbitmq_check(settings),) if broker else ())
+    gate = (BodyGate, {"max_bytes": settings.max_body_bytes})
+    return make_app(
+        AppSpec(
+            title=title,
+            settings=settings,
+            routers=routers,
+            resources=resources,
+            checks=checks,
+            schemas=WRITE_SCHEMAS if writes else {},
+            middleware=(gate,) if writes else (),
+            access=READ_ACCESS,
+            position=None if reads is None else reads.position,
+        )
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Single-process mode: every route on one port, relay and projector as background tasks."""
     reads = ReadPools(settings)
-    return make_app(
-        AppSpec(
-            title="Tasks",
-            settings=settings,
-            routers=(read_router, events_router, write_router, asyncapi_router),
-            resources=(
-                EventStore(settings).resource(),
-                projector_resource(settings),
-                Resource(reads.open),
-                relay_resource(settings),
-            ),
-            checks=_checks(settings, broker=True),
-            schemas=WRITE_SCHEMAS,
-            middleware=_write_gate(settings),
-            access=READ_ACCESS,
-            position=reads.position,
-        )
+    routers = (read_router, events_router, write_router, asyncapi_router)
+    resources = (
+        EventStore(settings).resource(),
+        projector_resource(settings),
+        Resource(reads.open),
+        relay_resource(settings),
     )
+    return _app("Tasks", settings, routers, resources, broker=True, writes=True, reads=reads)
 
 
 def create_command_app(settings: Settings) -> FastAPI:
     """The write API, and the relay unless `run_relay` is off."""
-    resources = [EventStore(settings).resource()]
+    routers = (write_router, asyncapi_router, whole_api_router)
+    resources: tuple[Resource, ...] = (EventStore(settings).resource(),)
     if settings.run_relay:
-        resources.append(relay_resource(settings))
-    return make_app(
-        AppSpec(
-            title="Tasks command service",
-            settings=settings,
-            routers=(write_router, asyncapi_router, whole_api_router),
-            resources=tuple(resources),
-            checks=_checks(settings, broker=settings.run_relay),
-            schemas=WRITE_SCHEMAS,
-            middleware=_write_gate(settings),
-            access=READ_ACCESS,
-        )
-    )
+        resources += (relay_resource(settings),)
+    title = "Tasks command service"
+    return _app(title, settings, routers, resources, broker=settings.run_relay, writes=True)
 
 
 def create_query_app(settings: Settings) -> FastAPI:
     """The read API: lists, tasks, history and the event feed."""
     reads = ReadPools(settings)
-    return make_app(
-        AppSpec(
-            title="Tasks query service",
-            settings=settings,
-            routers=(read_router, events_router),
-            resources=(Resource(reads.open),),
-            checks=_checks(settings, broker=False),
-            access=READ_ACCESS,
-            position=reads.position,
-        )
-    )
+    routers = (read_router, events_router)
+    resources = (Resource(reads.open),)
+    return _app("Tasks query service", settings, routers, resources, broker=False, reads=reads)
 
 
 def create_projector_app(settings: Settings) -> FastAPI:
     """The projector, with /health, /ready and /metrics."""
-    return make_app(
-        AppSpec(
-            title="Tasks projector",
-            settings=settings,
-            resources=(projector_resource(settings),),
-            checks=_checks(settings, broker=True),
-            access=READ_ACCESS,
-        )
-    )
+    resources = (projector_resource(settings),)
+    return _app("Tasks projector", settings, (), resources, broker=True)
 
 
 def create_relay_app(settings: Settings) -> FastAPI:
     """The relay on its own (`cli.py relay`), with /health, /ready and /metrics."""
-    return make_app(
-        AppSpec(
-            title="Tasks relay",
-            settings=settings,
-            routers=(asyncapi_router,),
-            resources=(relay_resource(settings),),
-            checks=_checks(settings, broker=True),
-            access=READ_ACCESS,
-        )
-    )
+    resources = (relay_resource(settings),)
+    return _app("Tasks relay", settings, (asyncapi_router,), resources, broker=True)
 
 
 # The uvicorn factories: each worker process builds its app from its own environment.

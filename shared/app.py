@@ -24,7 +24,7 @@ from shared.config import Settings
 from shared.docs import docs_router
 from shared.errors import error_response, install_error_handlers
 from shared.health import Check
-from shared.jsonhttp import get_and_head, json_response
+from shared.jsonhttp import Endpoint, get_and_head, json_response
 from shared.limits import RequestLimits, request_limits
 from shared.metrics import Metrics, MetricSource
 from shared.openapi import COMMON_SCHEMAS, READY_RESPONSES, finish_document
@@ -64,31 +64,18 @@ class AppSpec:
         return self.checks + tuple(c for r in self.resources for c in r.checks)
 
 
-HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The process runs",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"const": "ok"}},
-                },
-                "example": {"status": "ok"},
-            }
-        },
-    }
-}
-METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Prometheus text format",
-        "content": {
-            "text/plain": {
-                "schema": {"type": "string"},
-                "example": "# TYPE tasks_http_requests_total counter\n",
-            }
-        },
-    }
+def success(
+    description: str, schema: dict[str, Any], example: Any, media: str = "application/json"
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` with one documented 200."""
+    content = {media: {"schema": schema, "example": example}}
+    return {200: {"description": description, "content": content}}
+
+
+HEALTH_SCHEMA = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"const": "ok"}},
 }
 CORS_METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE"]
 CORS_REQUEST_HEADERS = [
@@ -130,34 +117,37 @@ def service_router(checks: tuple[Check, ...], metrics: Metrics) -> APIRouter:
     """`/health`, `/ready` and `/metrics`."""
     router = APIRouter(tags=["service"])
 
-    @get_and_head(
-        router, "/health", summary="Liveness", operation_id="getHealth", responses=HEALTH_RESPONSES
-    )
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get_and_head(
-        router,
-        "/ready",
-        summary="Readiness: dependencies and lag",
-        operation_id="getReadiness",
-        response_model=None,
-        responses=READY_RESPONSES,
-    )
     async def ready() -> Response:
         return await readiness(checks)
 
-    @get_and_head(
-        router,
-        "/metrics",
-        summary="Prometheus metrics",
-        operation_id="getMetrics",
-        response_class=Response,
-        responses=METRICS_RESPONSES,
-    )
     async def prometheus() -> Response:
         return await metrics.render()
 
+    health_ok = success("The process runs", HEALTH_SCHEMA, {"status": "ok"})
+    scrape = "# TYPE tasks_http_requests_total counter\n"
+    metrics_ok = success("Prometheus text format", {"type": "string"}, scrape, "text/plain")
+    routes: list[tuple[str, str, str, Endpoint, dict[str, Any]]] = [
+        ("/health", "Liveness", "getHealth", health, {"responses": health_ok}),
+        (
+            "/ready",
+            "Readiness: dependencies and lag",
+            "getReadiness",
+            ready,
+            {"response_model": None, "responses": READY_RESPONSES},
+        ),
+        (
+            "/metrics",
+            "Prometheus metrics",
+            "getMetrics",
+            prometheus,
+            {"response_class": Response, "responses": metrics_ok},
+        ),
+    ]
+    for path, summary, operation_id, endpoint, options in routes:
+        get_and_head(router, path, summary=summary, operation_id=operation_id, **options)(endpoint)
     return router
 
 

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import Any
+
+from starlette.datastructures import State
+
+from shared.config import Settings
+
+Work = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
+"""A task's name and what starts it."""
 
 
 @contextlib.asynccontextmanager
@@ -24,3 +32,19 @@ async def in_background(*work: tuple[str, Coroutine[Any, Any, None]]) -> AsyncIt
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def migrated_then_running(
+    settings: Settings, migrate: Callable[[Settings], Awaitable[None]], *work: Work
+) -> Callable[[State], AbstractAsyncContextManager[None]]:
+    """A resource's `open`: create what the work needs (when `migrate_on_start`), then run it
+    in the background while the app serves."""
+
+    @contextlib.asynccontextmanager
+    async def running(_: State) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await migrate(settings)
+        async with in_background(*((name, start()) for name, start in work)):
+            yield
+
+    return running

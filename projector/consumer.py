@@ -34,6 +34,7 @@ from projector.projection import (
     stored_at,
     stored_id,
 )
+from shared.background import keep_serving
 from shared.config import Settings
 from shared.health import CHECK_TIMEOUT
 from shared.lag import Stall, lag_behind
@@ -91,17 +92,12 @@ class Projector:
             await store.close()
 
     async def run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure: let messages return, reconnect
-                log.warning("projector interrupted, reconnecting", extra={"error": repr(exc)})
-                self.consuming = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        """Consume until cancelled; on any failure unacknowledged messages return to the queue
+        and the projector reconnects."""
+        await keep_serving("projector", self._serve, log, self._interrupted)
+
+    def _interrupted(self) -> None:
+        self.consuming = False
 
     async def _serve(self) -> None:
         conn = await asyncpg.connect(self.settings.read_dsn)

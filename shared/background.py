@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -48,3 +49,27 @@ def migrated_then_running(
             yield
 
     return running
+
+
+async def keep_serving(
+    name: str,
+    serve: Callable[[], Awaitable[None]],
+    log: logging.Logger,
+    interrupted: Callable[[], None],
+) -> None:
+    """Run `serve` until cancelled: after any failure, log that `name` was interrupted, call
+    `interrupted`, back off (0.2 s, doubling up to 5 s) and serve again; a clean return starts
+    over at once."""
+    backoff = 0.2
+    while True:
+        try:
+            await serve()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure means: reconnect and resume
+            log.warning(f"{name} interrupted, reconnecting", extra={"error": repr(exc)})
+            interrupted()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+        else:
+            backoff = 0.2

@@ -28,9 +28,9 @@ from command_service.relay import Relay, asyncapi_router
 from projector.consumer import Projector
 from projector.maintenance import keep_vacuumed
 from projector.projection import migrate_read_model
-from query_service.api import READ_ACCESS, ReadPools
 from query_service.api import router as read_router
 from query_service.events import router as events_router
+from query_service.resources import READ_ACCESS, ReadPools
 from shared.app import AppSpec, Resource, make_app
 from shared.background import migrated_then_running
 from shared.config import Settings

@@ -56,6 +56,7 @@ class AppSpec:
     middleware: tuple[tuple[Any, dict[str, Any]], ...] = ()
     """Innermost first, inside the request-id, limits and key gate middleware."""
     access: AccessRules = field(default_factory=AccessRules)
+    """Which reads are public or audited, as the services that serve them say."""
     position: Position | None = None
     """The read model's position, put on `/api/` reads as `X-Projection-Position`."""
 

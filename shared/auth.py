@@ -59,11 +59,11 @@ class AccessRules:
 
     @cached_property
     def _public(self) -> re.Pattern[str] | None:
-        return re.compile("|".join(self.public_paths)) if self.public_paths else None
+        return _any_of(self.public_paths)
 
     @cached_property
     def _audit(self) -> re.Pattern[str] | None:
-        return re.compile("|".join(self.audit_paths)) if self.audit_paths else None
+        return _any_of(self.audit_paths)
 
     def public(self, path: str) -> bool:
         return self._public is not None and self._public.fullmatch(path) is not None
@@ -73,6 +73,10 @@ class AccessRules:
 
     def private(self, parameters: set[str]) -> bool:
         return bool(parameters & (self.private_parameters | self.audit_parameters))
+
+
+def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
 ConfiguredKeys = Mapping[str, str | ApiKeyEntry] | Sequence[str]

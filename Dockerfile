@@ -34,7 +34,7 @@ RUN groupadd --system --gid 10001 tasks \
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY cli.py ./
+COPY cli.py composition.py ./
 COPY shared ./shared
 COPY command_service ./command_service
 COPY projector ./projector

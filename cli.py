@@ -15,66 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 import time
 import traceback
 
-from fastapi import FastAPI
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from command_service.api import WRITE_SCHEMAS, BodyGate, commit_ready, event_store
-from command_service.api import router as write_router
-from command_service.relay import asyncapi_router, relay_ready, relay_task
-from projector.consumer import projector_ready, projector_task
-from query_service.api import read_pools
-from query_service.api import router as read_router
-from query_service.events import router as events_router
+from composition import whole_api_document
 from shared.config import Settings
 from shared.failures import bad_settings, describe
-from shared.health import postgres_check, rabbitmq_check
-from shared.server import from_environment, serve
-from shared.web import make_app
-
-
-def create_app(settings: Settings) -> FastAPI:
-    """Single-process mode: every route on one port, relay and projector as background tasks."""
-    app = make_app(
-        "Tasks",
-        settings,
-        [read_router, events_router, write_router, asyncapi_router],
-        [event_store, projector_task, read_pools, relay_task],
-        [postgres_check, commit_ready, rabbitmq_check, relay_ready, projector_ready],
-        WRITE_SCHEMAS,
-        [(BodyGate, {"max_bytes": settings.max_body_bytes})],
-    )
-    return app
-
-
-def app_from_environment() -> FastAPI:
-    return from_environment(create_app)
-
-
-def relay_app_from_environment() -> FastAPI:
-    return from_environment(create_relay_app)
-
-
-def create_relay_app(settings: Settings) -> FastAPI:
-    """The relay on its own (`cli.py relay`), with /health, /ready and /metrics."""
-    return make_app(
-        "Tasks relay",
-        settings,
-        [asyncapi_router],
-        [relay_task],
-        [postgres_check, rabbitmq_check, relay_ready],
-    )
-
-
-def whole_api_document(settings: Settings) -> str:
-    """The single-process app's document: every route of every service (`shared/openapi.json`)."""
-    return json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
+from shared.server import serve
 
 
 async def migrate(settings: Settings) -> str:
@@ -169,10 +121,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return f"in {time.monotonic() - started:.1f} s"
 
     if args.command == "serve":
-        serve("cli:app_from_environment", settings, settings.port)
+        serve("composition:app_from_environment", settings, settings.port)
         return 0
     if args.command == "relay":
-        serve("cli:relay_app_from_environment", settings, settings.relay_port)
+        serve("composition:relay_app_from_environment", settings, settings.relay_port)
         return 0
     if args.command == "migrate":
         print(f"migrated: {asyncio.run(migrate(settings))} {took()}")

@@ -5,4 +5,4 @@ import sys
 from shared.server import main
 
 if __name__ == "__main__":
-    sys.exit(main("command_service.api:app_from_environment", "command_port"))
+    sys.exit(main("command_service", "composition:command_app_from_environment", "command_port"))

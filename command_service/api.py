@@ -1,20 +1,16 @@
-"""The REST writes: POST, PATCH and DELETE on `/api/v1/tasks`, and the 413/415 gate before them."""
+"""The REST writes: POST, PATCH and DELETE on `/api/v1/tasks` (the 413/415 gate before them is
+`command_service/gate.py`); each parses, calls the application once and answers."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from command_service.application import TaskApplication, WriteResult, migrate_store
+from command_service.application import TaskApplication, WriteResult
 from command_service.commands import (
     TaskCreate,
     TaskPatch,
@@ -25,129 +21,16 @@ from command_service.commands import (
     validate_create,
     validate_patch,
 )
-from command_service.relay import asyncapi_router, relay_ready, relay_task
 from shared.auth import actor
-from shared.config import Settings
-from shared.errors import NotFound, error_response, error_responses
-from shared.health import postgres_check, rabbitmq_check
-from shared.openapi import TASK_CONTENT, whole_api_router
-from shared.server import from_environment
-from shared.web import (
+from shared.errors import NotFound, error_responses
+from shared.jsonhttp import (
     POSITION_COOKIE,
     POSITION_COOKIE_MAX_AGE,
-    Resource,
     json_response,
-    make_app,
     position_cookie,
     request_id_var,
 )
-
-MEDIA_TYPES = {
-    "POST": {"application/json"},
-    "PATCH": {"application/json", "application/merge-patch+json"},
-}
-CHARSETS = {"", "charset=utf-8", 'charset="utf-8"'}
-SIZED = {"POST", "PATCH", "DELETE"}
-"""Methods whose bodies are held to the size limit (a DELETE's body is not read otherwise)."""
-
-
-DISCARD_FACTOR = 4
-"""A refused body up to this many times the limit is read to its end before the 413."""
-
-
-class BodyGate:
-    """413 for bodies over the limit (chunked ones too) and 415 for other types, before parsing.
-
-    A DELETE is held to the limit too (413 before any other answer), its type is not checked.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in SIZED or not _routed(scope):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._discard(receive, int(length) if length.isdigit() else 0)
-            await _reply(scope, receive, send, 413, self._too_large())
-            return
-        media = headers.get(b"content-type", b"").decode("latin-1").lower()
-        kind, _, params = media.partition(";")
-        charset = params.replace(" ", "").replace("\t", "")
-        accepted = MEDIA_TYPES.get(scope["method"])
-        if accepted is not None and (kind.strip() not in accepted or charset not in CHARSETS):
-            types = " or ".join(sorted(accepted))
-            advice = {"Content-Type": f"Send {types}, with charset=utf-8 or no charset"}
-            await _reply(scope, receive, send, 415, advice)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                if message.get("more_body", False):
-                    await self._discard(receive, 0)
-                await _reply(scope, receive, send, 413, self._too_large())
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _too_large(self) -> str:
-        return f"Bodies are limited to {self.max_bytes} bytes"
-
-    async def _discard(self, receive: Receive, declared: int) -> None:
-        """Read (without keeping) a refused body a sender is still writing, up to a bound.
-
-        Answering before the body is read and closing makes a proxy in front (the gateway)
-        fail to write the rest and answer 502 instead of our 413; a body far above the limit
-        is cut off instead.
-        """
-        if declared > DISCARD_FACTOR * self.max_bytes:
-            return
-        read = 0
-        while read <= DISCARD_FACTOR * self.max_bytes:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            read += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
-
-def _routed(scope: Scope) -> bool:
-    """Some route serves this method on this path; otherwise the router's 404 or 405 comes first.
-    (Outside an app, as in the gate's unit tests, every request is gated.)"""
-    app = scope.get("app")
-    if app is None:
-        return True
-    return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)
-
-
-async def _reply(
-    scope: Scope, receive: Receive, send: Send, status: int, details: dict[str, str] | str
-) -> None:
-    response = error_response(status, details, {"Connection": "close"} if status == 413 else None)
-    await response(scope, receive, send)
+from shared.openapi import TASK_CONTENT, TASK_ID
 
 
 def _task_id(raw: str) -> UUID:
@@ -232,13 +115,6 @@ IDEMPOTENCY_KEY = _header(
     "the original answer and appends nothing; the same key with another body is 422",
     {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
 )
-TASK_ID = {
-    "name": "task_id",
-    "in": "path",
-    "required": True,
-    "description": "the task's id (canonical 8-4-4-4-12 form; any other string is 404)",
-    "schema": {"type": "string", "format": "uuid"},
-}
 WRITTEN_HEADERS = {
     "ETag": {
         "description": "the task's version after the write, in quotes",
@@ -374,47 +250,3 @@ async def delete_task(task_id: str, request: Request) -> Response:
         actor(request),
     )
     return _written(request, result, 204, body=False)
-
-
-@contextlib.asynccontextmanager
-async def event_store(state: Any, settings: Settings) -> AsyncIterator[None]:
-    """The library's application over a migrated store."""
-    if settings.migrate_on_start:
-        await migrate_store(settings)
-    state.tasks = await asyncio.to_thread(TaskApplication, settings, {"CREATE_TABLE": "n"})
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(state.tasks.close)
-
-
-async def commit_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
-    """503 while the group-commit thread is dead or stuck (it is replaced when found so)."""
-    application: TaskApplication | None = getattr(state, "tasks", None)
-    problem = application.committer.problem() if application is not None else None
-    if problem is not None:
-        return "commit", False, {"failure": f"the group-commit thread {problem}; restarted"}
-    return "commit", True, {}
-
-
-def create_app(settings: Settings) -> FastAPI:
-    resources: list[Resource] = [event_store]
-    if settings.run_relay:
-        resources.append(relay_task)
-    app = make_app(
-        "Tasks command service",
-        settings,
-        [router, asyncapi_router, whole_api_router],
-        resources,
-        [postgres_check, commit_ready]
-        + ([rabbitmq_check, relay_ready] if settings.run_relay else []),
-        WRITE_SCHEMAS,
-        # Inside the request-id and metrics middleware, so 413 and 415 are counted and echo it.
-        [(BodyGate, {"max_bytes": settings.max_body_bytes})],
-    )
-    return app
-
-
-def app_from_environment() -> FastAPI:
-    """The uvicorn factory: each worker process builds its app from its environment."""
-    return from_environment(create_app)

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from shared.errors import ValidationFailed, validation_details
+from shared.jsonhttp import valid_token
 from shared.text import (
     BIDI_CONTROL_RANGES,
     FORMAT_CHARACTER_RANGES,
@@ -28,7 +29,6 @@ from shared.text import (
     check_free_text,
     normalise_tag,
 )
-from shared.web import valid_token
 
 # ASCII digits only: `\d` would also match other scripts' digits.
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +19,6 @@ from aio_pika.abc import AbstractExchange
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from command_service.application import migrate_store
 from shared.asyncapi import render as render_asyncapi
 from shared.config import Settings
 from shared.domain import (
@@ -30,9 +29,9 @@ from shared.domain import (
     previous_values,
     task_to_dict,
 )
+from shared.jsonhttp import get_and_head
 from shared.lag import Stall, lag_behind
 from shared.messaging import connect, declare_topology, to_cloudevent, to_message
-from shared.web import get_and_head
 
 log = logging.getLogger("tasks.relay")
 
@@ -204,38 +203,6 @@ class Relay:
                 "UPDATE relay_position SET position = $1 WHERE name = 'relay'", self.position
             )
             self.published += len(rows)
-
-
-async def relay_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
-    """Relay lag for `/ready`: lag alone is fine, but the active relay behind the store and not
-    publishing for longer than `stall_seconds` (failing or stuck) is not ready; a standby,
-    waiting for the lock, is not the one publishing."""
-    relay: Relay = state.relay
-    try:
-        lag = await relay.lag()
-    except (OSError, asyncpg.PostgresError):
-        return "relay", True, {}
-    extra: dict[str, Any] = {"relay_lag": lag, "relay_active": relay.active}
-    stalled = relay.stall.observe(relay.recorded, 0 if relay.standby else int(lag["positions"]))
-    if stalled > relay.settings.stall_seconds:
-        extra["failure"] = f"behind the store and not publishing for {stalled:.0f} s"
-        return "relay", False, extra
-    return "relay", True, extra
-
-
-@contextlib.asynccontextmanager
-async def relay_task(state: Any, settings: Settings) -> AsyncIterator[None]:
-    if settings.migrate_on_start:
-        await migrate_store(settings)
-    relay = Relay(settings)
-    state.relay = relay
-    task = asyncio.create_task(relay.run(), name="relay")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 asyncapi_router = APIRouter(tags=["events"])

@@ -5,4 +5,4 @@ import sys
 from shared.server import main
 
 if __name__ == "__main__":
-    sys.exit(main("projector.consumer:app_from_environment", "projector_port"))
+    sys.exit(main("projector", "composition:projector_app_from_environment", "projector_port"))

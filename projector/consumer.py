@@ -13,24 +13,19 @@ in pages, one transaction each.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
 import asyncpg
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from fastapi import FastAPI
 
-from projector.maintenance import keep_vacuumed
 from projector.projection import (
     Undecodable,
     apply_stored,
-    migrate_read_model,
     parse_reference,
     read_position,
     refusal,
@@ -39,12 +34,11 @@ from projector.projection import (
     stored_at,
     stored_id,
 )
+from shared.background import keep_serving
 from shared.config import Settings
-from shared.health import CHECK_TIMEOUT, postgres_check, rabbitmq_check
+from shared.health import CHECK_TIMEOUT
 from shared.lag import Stall, lag_behind
 from shared.messaging import connect, declare_topology
-from shared.server import from_environment
-from shared.web import make_app
 
 log = logging.getLogger("tasks.projector")
 
@@ -98,17 +92,12 @@ class Projector:
             await store.close()
 
     async def run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure: let messages return, reconnect
-                log.warning("projector interrupted, reconnecting", extra={"error": repr(exc)})
-                self.consuming = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        """Consume until cancelled; on any failure unacknowledged messages return to the queue
+        and the projector reconnects."""
+        await keep_serving("projector", self._serve, log, self._interrupted)
+
+    def _interrupted(self) -> None:
+        self.consuming = False
 
     async def _serve(self) -> None:
         conn = await asyncpg.connect(self.settings.read_dsn)
@@ -304,54 +293,3 @@ def _correlation_id(state: bytes) -> Any:
         return json.loads(state).get("correlation_id")
     except ValueError:
         return None
-
-
-async def projector_ready(state: Any) -> tuple[str, bool, dict[str, Any]]:
-    """Projection lag for `/ready`: lag alone is fine, but behind the store without advancing
-    for longer than `stall_seconds` (not consuming, or stuck) is not ready."""
-    projector: Projector = state.projector
-    try:
-        lag = await projector.lag()
-    except (OSError, asyncpg.PostgresError):
-        return "projector", True, {}
-    stalled = projector.stall.observe(projector.shared_position, int(lag["positions"]))
-    extra: dict[str, Any] = {
-        "projection_lag": lag,
-        "projector_consuming": projector.consuming,
-    }
-    if stalled > projector.settings.stall_seconds:
-        extra["failure"] = f"behind the store and not advancing for {stalled:.0f} s"
-        return "projector", False, extra
-    return "projector", True, extra
-
-
-@contextlib.asynccontextmanager
-async def projector_task(state: Any, settings: Settings) -> AsyncIterator[None]:
-    if settings.migrate_on_start:
-        await migrate_read_model(settings)
-    projector = Projector(settings)
-    state.projector = projector
-    task = asyncio.create_task(projector.run(), name="projector")
-    maintenance = asyncio.create_task(keep_vacuumed(settings), name="read table maintenance")
-    try:
-        yield
-    finally:
-        for running in (task, maintenance):
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
-
-
-def create_app(settings: Settings) -> FastAPI:
-    return make_app(
-        "Tasks projector",
-        settings,
-        [],
-        [projector_task],
-        [postgres_check, rabbitmq_check, projector_ready],
-    )
-
-
-def app_from_environment() -> FastAPI:
-    """The uvicorn factory: each worker process builds its app from its environment."""
-    return from_environment(create_app)

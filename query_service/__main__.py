@@ -5,4 +5,4 @@ import sys
 from shared.server import main
 
 if __name__ == "__main__":
-    sys.exit(main("query_service.api:app_from_environment", "query_port"))
+    sys.exit(main("query_service", "composition:query_app_from_environment", "query_port"))

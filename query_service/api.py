@@ -14,7 +14,7 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from query_service import history as store
@@ -24,8 +24,6 @@ from query_service.consistency import (
     read_task,
     requested_positions,
 )
-from query_service.cursors import load_secret
-from query_service.events import router as events_router
 from query_service.queries import (
     MAX_POSITION,
     PARAMETER_SCHEMAS,
@@ -40,17 +38,8 @@ from query_service.queries import (
 from query_service.totals import TotalCache
 from shared.config import Settings
 from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
-from shared.health import postgres_check
-from shared.openapi import HISTORY_EXAMPLE, TASK_CONTENT, TASK_EXAMPLE
-from shared.server import from_environment
-from shared.web import (
-    POSITION_COOKIE,
-    Resource,
-    get_and_head,
-    json_response,
-    make_app,
-    raw_json_response,
-)
+from shared.jsonhttp import POSITION_COOKIE, get_and_head, json_response, raw_json_response
+from shared.openapi import HISTORY_EXAMPLE, TASK_CONTENT, TASK_EXAMPLE, TASK_ID
 
 log = logging.getLogger("tasks.query")
 
@@ -186,13 +175,6 @@ LIST_PARAMETERS = [
     }
     for name, text in PARAMETERS.items()
 ] + [MIN_POSITION_HEADER, POSITION_COOKIE_PARAMETER]
-TASK_ID = {
-    "name": "task_id",
-    "in": "path",
-    "required": True,
-    "description": "the task's id (canonical 8-4-4-4-12 form; any other string is 404)",
-    "schema": {"type": "string", "format": "uuid"},
-}
 READ_HEADERS: dict[str, Any] = {
     "X-Projection-Position": {
         "description": "how far the read model had caught up when the read ran",
@@ -568,74 +550,3 @@ async def task_history(task_id: str, request: Request) -> Response:
             f'</api/v1/tasks/{uuid}/history?after_version={last}&limit={limit}>; rel="next"'
         )
     return json_response(body, headers=headers)
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """Released connections skip asyncpg's default reset query (a round trip per request).
-
-    Reads never change session state (no SET, LISTEN, advisory locks or open cursors on pool
-    connections; the watcher listens on a connection of its own), and asyncpg itself still
-    rolls back any transaction left open before this runs.
-    """
-
-
-@contextlib.asynccontextmanager
-async def read_pools(state: Any, settings: Settings) -> AsyncIterator[None]:
-    state.read_pool = await asyncpg.create_pool(
-        settings.read_dsn,
-        min_size=settings.read_pool_min,
-        max_size=settings.read_pool_max,
-        reset=_keep_session,
-    )
-    # List queries apart: the heavy ones wait for their own connections, reads by id never do.
-    state.list_pool = await asyncpg.create_pool(
-        settings.read_dsn,
-        min_size=1,
-        max_size=settings.list_concurrency,
-        reset=_keep_session,
-        server_settings={"statement_timeout": str(settings.list_statement_timeout_ms)},
-    )
-    state.list_slots = asyncio.Semaphore(settings.list_concurrency)
-    # With a read database of its own, every read by id also asks the store (one more query):
-    # the store's pool is sized like the read pool.
-    state.store_pool = (
-        state.read_pool
-        if settings.read_dsn == settings.database_url
-        else await asyncpg.create_pool(
-            settings.database_url,
-            min_size=1,
-            max_size=settings.read_pool_max,
-            reset=_keep_session,
-        )
-    )
-    state.cursor_secret = await load_secret(settings)
-    state.totals = TotalCache()
-    state.watcher = PositionWatcher(settings, state.read_pool)
-    state.watcher.advance(await state.watcher.read())
-    watching = asyncio.create_task(state.watcher.run(), name="position-watcher")
-    try:
-        yield
-    finally:
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
-        if state.store_pool is not state.read_pool:
-            await state.store_pool.close()
-        await state.list_pool.close()
-        await state.read_pool.close()
-
-
-def create_app(settings: Settings) -> FastAPI:
-    resources: list[Resource] = [read_pools]
-    return make_app(
-        "Tasks query service",
-        settings,
-        [router, events_router],
-        resources,
-        [postgres_check],
-    )
-
-
-def app_from_environment() -> FastAPI:
-    """The uvicorn factory: each worker process builds its app from its environment."""
-    return from_environment(create_app)

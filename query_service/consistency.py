@@ -21,7 +21,7 @@ from starlette.requests import Request
 from query_service.queries import MAX_POSITION, parse_int
 from shared.domain import EVENTS_TABLE, TaskDict, fold_stored
 from shared.errors import ValidationFailed
-from shared.web import POSITION_COOKIE
+from shared.jsonhttp import POSITION_COOKIE
 
 HEADER = "X-Min-Position"
 PARAMETER = "min_position"

@@ -39,8 +39,8 @@ from shared.domain import (
     task_to_dict,
 )
 from shared.errors import ValidationFailed, error_responses
+from shared.jsonhttp import get_and_head
 from shared.messaging import to_cloudevent
-from shared.web import get_and_head
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 DEFAULT_LIMIT = 100

@@ -6,6 +6,9 @@ need a key when keys are set. A request carrying more than one `Authorization` h
 refused whatever it holds: a proxy reading the first and the app reading the last would
 disagree about who is asking.
 
+Which reads need the `audit` scope and which reads `public_reads` opens are not known here: the
+services that serve those reads hand them in as `AccessRules`.
+
 Keys have names (`TASKS_API_KEYS={"name": "key"}`); a plain list of keys gets derived,
 non-secret names. A named key may be limited to scopes (`{"name": {"key": "...", "scopes":
 ["read"]}}`): `read` for lists and tasks, `write` for POST, PATCH and DELETE, `audit` for
@@ -21,23 +24,60 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.config import ApiKeyEntry
+from shared.config import ApiKeyEntry, Settings
 from shared.domain import ANONYMOUS
 from shared.errors import error_response
+from shared.jsonhttp import HttpMiddleware
+from shared.openapi import BEARER
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-PRIVILEGED_PARAMETERS = {"include_deleted", "version", "as_of"}
-TIME_TRAVEL_PARAMETERS = {"version", "as_of"}
 SCOPES = ("read", "write", "audit")
-# The reads `public_reads` opens: the list and a task by id (no sub-resource, no other route).
-PUBLIC_READ = re.compile(r"/api/v1/tasks(/[^/]+)?")
-# Audit reads: a task's history and the event feed (time travel is a parameter of a read).
-_AUDIT_PATH = re.compile(r"/api/v1/tasks/[^/]+/history|/api/v1/events(/.*)?")
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """What the services say about their reads (paths are full-match regular expressions).
+
+    `public_paths`: the reads `public_reads` opens to anonymous clients; `audit_paths`: the
+    reads that need the `audit` scope; `audit_parameters`: query parameters that make any read
+    an audit read (time travel); `private_parameters`: parameters that keep a public read
+    behind a key (the audit parameters do too). Every other read needs `read`, every write
+    `write`.
+    """
+
+    public_paths: tuple[str, ...] = ()
+    audit_paths: tuple[str, ...] = ()
+    audit_parameters: frozenset[str] = frozenset()
+    private_parameters: frozenset[str] = frozenset()
+
+    @cached_property
+    def _public(self) -> re.Pattern[str] | None:
+        return _any_of(self.public_paths)
+
+    @cached_property
+    def _audit(self) -> re.Pattern[str] | None:
+        return _any_of(self.audit_paths)
+
+    def public(self, path: str) -> bool:
+        return self._public is not None and self._public.fullmatch(path) is not None
+
+    def audit(self, path: str) -> bool:
+        return self._audit is not None and self._audit.fullmatch(path) is not None
+
+    def private(self, parameters: set[str]) -> bool:
+        return bool(parameters & (self.private_parameters | self.audit_parameters))
+
+
+def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
 
 ConfiguredKeys = Mapping[str, str | ApiKeyEntry] | Sequence[str]
 
@@ -79,39 +119,78 @@ def _parameters(scope: Scope) -> set[str]:
     return {name for name, _ in parse_qsl(query, True)}
 
 
-def required_scope(scope: Scope) -> str:
-    """The scope a request needs: `write` for writes, `audit` for history, time travel and the
-    event feed, `read` for every other read."""
+def required_scope(scope: Scope, rules: AccessRules) -> str:
+    """The scope a request needs: `write` for writes, `audit` for the audit reads and time
+    travel, `read` for every other read."""
     if scope["method"] in WRITE_METHODS:
         return "write"
-    if _AUDIT_PATH.fullmatch(scope["path"]) or _parameters(scope) & TIME_TRAVEL_PARAMETERS:
+    if rules.audit(scope["path"]) or _parameters(scope) & rules.audit_parameters:
         return "audit"
     return "read"
 
 
-def operation_scope(method: str, path: str) -> str:
+def operation_scope(method: str, path: str, rules: AccessRules) -> str:
     """`required_scope` for an OpenAPI operation (time travel is described on the operation)."""
     if method.upper() in WRITE_METHODS:
         return "write"
-    concrete = path.replace("{task_id}", "x")
-    return "audit" if _AUDIT_PATH.fullmatch(concrete) else "read"
+    return "audit" if rules.audit(path.replace("{task_id}", "x")) else "read"
 
 
-class ApiKeyGate:
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "When API keys are configured (TASKS_API_KEYS), every /api/ operation needs "
+    "a key holding the scope listed on it: read (lists and tasks), write (POST, PATCH, DELETE) "
+    "or audit (history, the event feed, and time travel: version or as_of on a task). A key "
+    "configured without scopes holds all three. TASKS_PUBLIC_READS=true opens plain list and "
+    "by-id reads to anonymous clients. An operation that also lists the empty requirement needs "
+    "no key in the deployment that served this document.",
+}
+
+
+def add_security(schema: dict[str, Any], settings: Settings, rules: AccessRules) -> None:
+    """The bearer scheme, and on each `/api/` operation the scope it needs (OpenAPI 3.1 lets a
+    non-OAuth requirement list role names: here the scopes). Where no key is needed (none are
+    configured, or a public read), the operation also lists the empty requirement."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[BEARER] = SECURITY_SCHEME
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/api/"):
+            for method, operation in operations.items():
+                scope = operation_scope(method, path, rules)
+                security: list[dict[str, list[str]]] = [{BEARER: [scope]}]
+                public = (
+                    settings.public_reads
+                    and method in ("get", "head")
+                    and rules.public(path.replace("{task_id}", "x"))
+                )
+                if not settings.api_keys or public:
+                    security.append({})
+                operation["security"] = security
+
+
+class ApiKeyGate(HttpMiddleware):
     """401 when a key is needed and missing, 403 when it is wrong or lacks the scope; open when
     no keys are set."""
 
-    def __init__(self, app: ASGIApp, keys: ConfiguredKeys, public_reads: bool = False) -> None:
-        self.app = app
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: ConfiguredKeys,
+        public_reads: bool = False,
+        rules: AccessRules | None = None,
+    ) -> None:
+        super().__init__(app)
         self.keys = api_keys(keys)
         self.public_reads = public_reads
+        self.rules = rules or AccessRules()
 
     def _needs_key(self, scope: Scope) -> bool:
         if not self.public_reads or scope["method"] not in ("GET", "HEAD"):
             return True
-        if not PUBLIC_READ.fullmatch(scope["path"]):
+        if not self.rules.public(scope["path"]):
             return True
-        return bool(_parameters(scope) & PRIVILEGED_PARAMETERS)
+        return self.rules.private(_parameters(scope))
 
     def _match(self, given: bytes) -> ApiKey | None:
         found = None
@@ -120,10 +199,7 @@ class ApiKeyGate:
                 found = key
         return found
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
         state["actor"] = ANONYMOUS
         if not self.keys or not scope["path"].startswith("/api/"):
@@ -149,7 +225,7 @@ class ApiKeyGate:
         if key is None:
             await error_response(403)(scope, receive, send)
             return
-        needed = required_scope(scope)
+        needed = required_scope(scope, self.rules)
         if needed not in key.scopes:
             refused = error_response(403, {"scope": f"This key lacks the {needed!r} scope"})
             await refused(scope, receive, send)

@@ -1,5 +1,6 @@
 """`/docs` and `/redoc` with no CDN: Swagger UI and ReDoc served from the `fastapi-offline`
-package's copies, so the pages render on a machine without internet."""
+package's copies, so the pages render on a machine without internet; and the whole API's
+document and pages (`/whole/...`), which the gateway serves as its own."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from fastapi.openapi.docs import (
 from starlette.responses import Response
 
 from shared.errors import NotFound
-from shared.web import get_and_head
+from shared.jsonhttp import get_and_head
+from shared.openapi import WHOLE_API
 
 ASSETS = "/docs/assets"
 _MEDIA_TYPES = {
@@ -74,3 +76,22 @@ def docs_router(title: str) -> APIRouter:
         )
 
     return router
+
+
+whole_api_router = APIRouter(tags=["service"], include_in_schema=False)
+
+
+@get_and_head(whole_api_router, "/whole/openapi.json")
+async def whole_api_document() -> Response:
+    """Served by the command service; the gateway routes `/openapi.json` here."""
+    return Response(WHOLE_API.read_bytes(), media_type="application/json")
+
+
+@get_and_head(whole_api_router, "/whole/docs")
+async def whole_api_swagger() -> Response:
+    return swagger_page("/openapi.json", "Tasks API")
+
+
+@get_and_head(whole_api_router, "/whole/redoc")
+async def whole_api_redoc() -> Response:
+    return redoc_page("/openapi.json", "Tasks API")

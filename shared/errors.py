@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from shared.web import json_response
+from shared.jsonhttp import json_response
 
 log = logging.getLogger("tasks.errors")
 

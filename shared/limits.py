@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.config import Settings
 from shared.errors import ApiError, error_response
-
-if TYPE_CHECKING:
-    from shared.config import Settings
+from shared.jsonhttp import HttpMiddleware
 
 # The rest of an oversized or unfinished request may still be on the wire: never reuse it.
 _CLOSE = {"Connection": "close"}
@@ -25,7 +24,7 @@ class RequestTimeout(ApiError):
         super().__init__(None, dict(_CLOSE))
 
 
-class RequestLimits:
+class RequestLimits(HttpMiddleware):
     """Refuses what is too long before any route sees it, and bounds the time a body may take.
 
     The HTTP server gives the app a request only once its headers are complete, so limits on the
@@ -39,15 +38,12 @@ class RequestLimits:
         max_header_bytes: int,
         body_read_timeout: float,
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_query_length = max_query_length
         self.max_header_bytes = max_header_bytes
         self.body_read_timeout = body_read_timeout
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if len(scope.get("query_string", b"")) > self.max_query_length:
             advice = f"The query string is limited to {self.max_query_length} bytes"
             await error_response(414, advice, _CLOSE)(scope, receive, send)

@@ -1,7 +1,8 @@
 """Structured JSON logs: one line per record, with the request's correlation id when known.
 
 Every line is JSON and holds no terminal escape codes (uvicorn's `color_message` is dropped);
-a request is logged once, by `shared.web.write_access_line`, never by uvicorn's access logger.
+a request is logged once, by `shared.request_id.write_access_line`, never by uvicorn's access
+logger.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from shared.web import request_id_var
+from shared.jsonhttp import request_id_var
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",

@@ -1,54 +1,32 @@
-"""Prometheus metrics: HTTP requests by route and status, and the pipeline's counters and lag."""
+"""Prometheus metrics: HTTP requests by route and status, and whatever the app's parts report.
+
+One registry per app (no global state: tests build many apps in one process). This module
+knows no service: each part of a process (the event store, the relay, the projector) hands
+the app a `MetricSource`, read once per scrape, in the order given.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-
-class PipelineCollector(Collector):
-    """Reads the live counters of whatever this process runs (writes, relay, projector)."""
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
-        appended = getattr(getattr(self.state, "tasks", None), "appended", None)
-        if appended is not None:
-            yield _counter("tasks_events_appended", "Events appended to the store", appended)
-        relay = getattr(self.state, "relay", None)
-        if relay is not None:
-            yield _counter(
-                "tasks_events_published", "Events confirmed by RabbitMQ", relay.published
-            )
-            yield from _lag("tasks_relay_lag", "Relay", getattr(self.state, "relay_lag", None))
-        projector = getattr(self.state, "projector", None)
-        if projector is not None:
-            yield _counter(
-                "tasks_events_projected", "Events applied to the read table", projector.applied
-            )
-            yield _counter(
-                "tasks_dead_letters", "Messages set aside as undecodable", projector.dead_lettered
-            )
-            yield from _lag(
-                "tasks_projection_lag", "Projection", getattr(self.state, "projection_lag", None)
-            )
+MetricSource = Callable[[], Awaitable[Iterable[Metric]]]
+"""A part's live figures, read at each scrape (it may ask a database: a failure is its own)."""
 
 
-def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
+def counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
 
 
-def _lag(name: str, who: str, lag: dict[str, float] | None) -> Iterator[Metric]:
+def lag_gauges(name: str, who: str, lag: dict[str, float] | None) -> Iterator[Metric]:
+    """`<name>_positions` and `<name>_seconds` for a lag; nothing when it could not be read."""
     if lag is None:
         return
     yield GaugeMetricFamily(
@@ -59,10 +37,28 @@ def _lag(name: str, who: str, lag: dict[str, float] | None) -> Iterator[Metric]:
     )
 
 
-class Metrics:
-    """One registry per app (no global state: tests build many apps in one process)."""
+async def safe_lag(lag: Callable[[], Awaitable[dict[str, float]]]) -> dict[str, float] | None:
+    """A lag for a scrape, or None: a scrape must not fail because the database blinked."""
+    try:
+        return await lag()
+    except Exception:  # noqa: BLE001 - a scrape must not fail because the database blinked
+        return None
 
-    def __init__(self, state: Any) -> None:
+
+class _Scraped(Collector):
+    """What the sources reported for the scrape being rendered."""
+
+    def __init__(self) -> None:
+        self.metrics: list[Metric] = []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.metrics
+
+
+class Metrics:
+    """The app's registry: requests and latency by route, then the parts' own figures."""
+
+    def __init__(self, sources: Sequence[MetricSource] = ()) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
@@ -74,7 +70,9 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
-        self.registry.register(PipelineCollector(state))
+        self.sources = tuple(sources)
+        self.scraped = _Scraped()
+        self.registry.register(self.scraped)
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         """Count and time one request by its route template (bounded label values)."""
@@ -83,18 +81,9 @@ class Metrics:
         self.requests.labels(method, template, str(status)).inc()
         self.latency.labels(method, template).observe(seconds)
 
-    async def render(self, request: Request) -> Response:
-        state = request.app.state
-        if getattr(state, "relay", None) is not None:
-            state.relay_lag = await _safe(state.relay.lag)
-        if getattr(state, "projector", None) is not None:
-            state.projection_lag = await _safe(state.projector.lag)
+    async def render(self) -> Response:
+        scraped: list[Metric] = []
+        for source in self.sources:
+            scraped.extend(await source())
+        self.scraped.metrics = scraped
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
-
-
-async def _safe(lag: Any) -> dict[str, float] | None:
-    try:
-        result: dict[str, float] = await lag()
-    except Exception:  # noqa: BLE001 - a scrape must not fail because the database blinked
-        return None
-    return result

@@ -68,16 +68,17 @@ async def databases_answer(settings: Settings) -> None:
         await ensure_database(settings.read_dsn)
 
 
-def main(factory: str, port_setting: str) -> int:
-    """`python -m <service>`: serve on the port the setting names, or say in one line why not."""
+def main(service: str, factory: str, port_setting: str) -> int:
+    """`python -m <service>`: serve what `factory` builds on the port the setting names, or say
+    in one line why not."""
     try:
         settings = Settings()
     except (ValidationError, SettingsError) as error:
-        sys.stderr.write(f"python -m {factory.split('.')[0]}: {bad_settings(error)}\n")
+        sys.stderr.write(f"python -m {service}: {bad_settings(error)}\n")
         return 1
     try:
         serve(factory, settings, getattr(settings, port_setting))
     except Exception as error:  # noqa: BLE001 - one line for any failure to start
-        sys.stderr.write(f"python -m {factory.split('.')[0]}: {describe(error, settings)}\n")
+        sys.stderr.write(f"python -m {service}: {describe(error, settings)}\n")
         return 1
     return 0

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bench.stack import drop_broker_topology
-from cli import create_app
+from composition import create_app
 from shared.config import Settings
 from shared.database import drop_database
 from tests.helpers import serving

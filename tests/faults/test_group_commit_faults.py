@@ -17,8 +17,9 @@ import orjson
 import psycopg
 import pytest
 
-from cli import create_app, migrate
+from cli import migrate
 from command_service.application import TaskApplication, _new_task
+from composition import create_app
 from shared.config import Settings
 from tests.helpers import JSON, serving, store_events
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from cli import create_app
+from composition import create_app
 from projector.projection import PROJECTION_LOCK_KEY
 from shared.config import Settings
 from tests.helpers import JSON, eventually, serving

@@ -37,7 +37,7 @@ def fuzz_settings(service_urls: tuple[str, str]) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def api(fuzz_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    """`cli.py serve`: the whole API of `cli.create_app`, over real HTTP (uvicorn, httptools)."""
+    """`cli.py serve`: the whole API (`composition.create_app`) over real HTTP (uvicorn)."""
     logs = tmp_path_factory.mktemp("fuzz")
     with running(fuzz_settings, logs, ["cli.py", "serve"], "port", "api") as server:
         yield server

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from cli import create_app
+from composition import create_app
 from shared.config import Settings
 from tests.helpers import JSON, serving, store_events
 

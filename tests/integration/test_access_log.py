@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from cli import create_app
+from composition import create_app
 from shared.config import Settings
 from tests.helpers import serving
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import asyncpg
 import httpx
 
-from cli import create_app
+from composition import create_app
 from shared.auth import key_id
 from shared.config import Settings
 from tests.helpers import JSON, BoundConsumer, serving

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cli import create_app
+from composition import create_app
 from shared.config import Settings
 from shared.domain import format_timestamp
 from tests.asyncapi import validate_event

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cli import create_app
+from composition import create_app
 from shared.auth import api_keys
 from shared.config import ApiKeyEntry, Settings
 from shared.openapi import WHOLE_API

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from cli import create_app
+from composition import create_app
 from query_service.cursors import SIGNATURE_BYTES, encode_cursor
 from query_service.queries import parse_list_query
 from shared.config import Settings

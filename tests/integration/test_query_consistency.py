@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
 
 import httpx
+from starlette.datastructures import State
 
-from command_service.api import create_app as create_command_app
-from projector.consumer import projector_task
+from composition import create_command_app, create_query_app, projector_resource
 from projector.projection import migrate_read_model
-from query_service.api import create_app as create_query_app
 from shared.config import Settings
 from tests.helpers import JSON, serving
 
@@ -92,7 +90,7 @@ async def test_a_read_told_to_wait_for_a_stopped_projector_answers_503_and_once_
         assert without.headers["etag"] == '"1"'
         assert without.headers["x-projection-position"] == "0"
 
-        async with projector_task(SimpleNamespace(), settings):
+        async with projector_resource(settings).open(State()):
             fresh = await reads.get(
                 f"/api/v1/tasks/{task_id}", headers={"X-Min-Position": position}
             )

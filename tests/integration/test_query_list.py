@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from composition import create_query_app
 from projector.projection import Change, apply, migrate_read_model, row_of
-from query_service.api import create_app as create_query_app
 from shared.config import Settings
 from shared.domain import format_timestamp
 from tests.helpers import JSON, serving

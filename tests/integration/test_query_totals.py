@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
+from composition import create_query_app
 from projector.projection import Change, apply, migrate_read_model, row_of, upsert_sql
-from query_service.api import create_app as create_query_app
 from shared.config import Settings
 from tests.helpers import serving
 from tests.integration.test_query_list import make_task

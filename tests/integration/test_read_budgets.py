@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from cli import create_app
+from composition import create_app
 from projector.projection import migrate_read_model
 from shared.config import Settings
 from tests.helpers import JSON, serving

@@ -8,7 +8,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,12 +15,11 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from starlette.datastructures import State
 
-from command_service.api import create_app as create_command_app
 from command_service.application import migrate_store
-from projector.consumer import projector_task
+from composition import create_command_app, create_query_app, projector_resource
 from projector.projection import migrate_read_model, row_of, upsert_sql
-from query_service.api import create_app as create_query_app
 from query_service.consistency import READ_ROW_AND_LATER_EVENTS
 from shared.config import Settings
 from tests.helpers import JSON, eventually, read_db
@@ -83,7 +81,7 @@ async def test_a_read_by_id_shows_writes_the_projector_has_not_applied_yet(
         created = await http.post("/api/v1/tasks", json={"title": "a", "tags": ["x"]}, headers=JSON)
         path = f"/api/v1/tasks/{created.json()['id']}"
         position = int(created.headers["x-event-position"])
-        async with projector_task(SimpleNamespace(), settings):
+        async with projector_resource(settings).open(State()):
             await eventually(lambda: projected(settings, position))
         # The projector is stopped: the read table holds version 1 and nothing more.
         unseen = await http.post("/api/v1/tasks", json={"title": "unseen"}, headers=JSON)
@@ -162,7 +160,7 @@ async def test_a_list_waits_for_the_session_cookie_and_answers_503_past_the_boun
         session = http.cookies["tasks_position"]
         without_cookie = await bare(http, "GET", "/api/v1/tasks", params={"tags": "t"})
         http.cookies.set("tasks_position", session)
-        async with projector_task(SimpleNamespace(), settings):
+        async with projector_resource(settings).open(State()):
             listed = await http.get("/api/v1/tasks", params={"tags": "t"})
 
     assert session == written.headers["x-event-position"]

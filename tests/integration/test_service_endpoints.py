@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from cli import create_app
+from composition import create_app
 from shared.config import Settings
 from shared.errors import ADVICE
 from tests.helpers import JSON, free_port, serving, store_events

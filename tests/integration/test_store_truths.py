@@ -15,8 +15,9 @@ import asyncpg
 import httpx
 import pytest
 
-from cli import create_app, migrate
+from cli import migrate
 from command_service.application import TaskApplication
+from composition import create_app
 from projector.rebuild import rebuild
 from shared.config import Settings
 from tests.helpers import JSON, read_db, serving, store_events

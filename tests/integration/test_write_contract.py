@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from command_service import commands
-from command_service.api import create_app as create_command_app
 from command_service.application import TaskApplication
+from composition import create_command_app
 from shared.config import Settings
 from shared.domain import Task, create_mapper, decode
-from shared.web import valid_token
+from shared.jsonhttp import valid_token
 from tests.helpers import JSON, serving, store_events
 
 WIRE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")

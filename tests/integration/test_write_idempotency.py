@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cli import create_app
 from command_service import commands
+from composition import create_app
 from shared.config import Settings
 from tests.helpers import serving, store_events
 

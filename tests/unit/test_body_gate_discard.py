@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from command_service.api import DISCARD_FACTOR, BodyGate
+from command_service.gate import DISCARD_FACTOR, BodyGate
 
 LIMIT = 1_000
 
@@ -51,7 +51,7 @@ async def refuse(length: int, chunk: int = 100) -> tuple[int, int]:
 @pytest.fixture(autouse=True)
 def every_path_is_routed(monkeypatch: pytest.MonkeyPatch) -> None:
     """No router here: the gate's own check that a route serves the request is answered yes."""
-    monkeypatch.setattr("command_service.api._routed", lambda _scope: True)
+    monkeypatch.setattr("command_service.gate._routed", lambda _scope: True)
 
 
 async def test_a_declared_length_over_the_limit_is_read_to_its_end_then_refused() -> None:

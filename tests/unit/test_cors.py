@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from shared.app import AppSpec, make_app
 from shared.config import Settings
-from shared.web import make_app
 
 PREFLIGHT = {
     "Origin": "https://tasks.example",
@@ -15,7 +15,7 @@ PREFLIGHT = {
 
 
 async def preflight(settings: Settings) -> httpx.Response:
-    app = make_app("Tasks", settings, [], [], [])
+    app = make_app(AppSpec("Tasks", settings))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         return await http.options("/health", headers=PREFLIGHT)

@@ -3,17 +3,15 @@ the contract's 500, still with the request id and the read headers."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import asyncpg
 import httpx
 import pytest
 from eventsourcing import persistence
 from fastapi import APIRouter, FastAPI
 
+from shared.app import AppSpec, make_app
 from shared.config import Settings
 from shared.errors import ADVICE, install_error_handlers
-from shared.web import make_app
 
 
 @pytest.mark.parametrize(
@@ -52,8 +50,8 @@ async def test_an_unexpected_error_is_the_contracts_500_with_the_request_id_and_
     async def boom() -> None:
         raise RuntimeError("SELECT secret FROM somewhere")
 
-    app = make_app("boom", settings, [router], [], [])
-    app.state.watcher = SimpleNamespace(position=42)  # as the query service's position watcher
+    # The position as the query service's watcher gives it.
+    app = make_app(AppSpec("boom", settings, routers=(router,), position=lambda: 42))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.get("/api/v1/boom", headers={"X-Request-ID": "audit-500"})

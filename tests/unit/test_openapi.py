@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cli import create_app, whole_api_document
-from command_service.api import create_app as create_command_app
-from query_service.api import create_app as create_query_app
+from composition import create_app, create_command_app, create_query_app, whole_api_document
 from shared.config import Settings
 from shared.openapi import WHOLE_API, merge_documents
 

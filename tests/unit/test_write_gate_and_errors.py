@@ -11,10 +11,11 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from command_service.api import BodyGate, router
+from command_service.api import router
+from command_service.gate import BodyGate
+from shared.app import AppSpec, make_app
 from shared.config import Settings
 from shared.errors import ADVICE
-from shared.web import make_app
 
 LIMIT = 1_048_576
 ERROR = {"error": "Internal server error", "details": ADVICE[500]}
@@ -201,12 +202,12 @@ class BrokenApplication:
 def broken_app() -> FastAPI:
     settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none")
     app = make_app(
-        "Tasks command service",
-        settings,
-        [router],
-        [],
-        [],
-        middleware=[(BodyGate, {"max_bytes": settings.max_body_bytes})],
+        AppSpec(
+            "Tasks command service",
+            settings,
+            routers=(router,),
+            middleware=((BodyGate, {"max_bytes": settings.max_body_bytes}),),
+        )
     )
     app.state.tasks = BrokenApplication()
     return app

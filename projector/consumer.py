@@ -34,9 +34,6 @@ from projector.projection import (
     parse_reference,
     read_position,
     refusal,
-    store_head,
-    store_page,
-    stored_at,
     stored_id,
 )
 from shared.config import Settings
@@ -44,6 +41,8 @@ from shared.health import CHECK_TIMEOUT, postgres_check, rabbitmq_check
 from shared.lag import Stall, lag_behind
 from shared.messaging import connect, declare_topology
 from shared.server import from_environment
+from shared.store import at_positions, page
+from shared.store import head as store_head
 from shared.web import make_app
 
 log = logging.getLogger("tasks.projector")
@@ -180,7 +179,7 @@ class Projector:
             except Undecodable as exc:
                 rejects.append((message, str(exc)))
         if references:
-            stored = await stored_at(store, [reference.position for _, reference in references])
+            stored = await at_positions(store, [reference.position for _, reference in references])
             for message, reference in references:
                 reason = refusal(reference, stored.get(reference.position))
                 if reason is None:
@@ -225,11 +224,9 @@ class Projector:
             if not rows:
                 raise
             row = rows[0]
-            reference = orjson.dumps({"position": row["notification_id"], "id": stored_id(row)})
+            reference = orjson.dumps({"position": row["position"], "id": stored_id(row)})
             await self._dead_letter(channel, reference, None, f"{type(exc).__name__}: {exc}")
-            self.position = await apply_stored(
-                conn, store, [], dead_letters + 1, row["notification_id"]
-            )
+            self.position = await apply_stored(conn, store, [], dead_letters + 1, row["position"])
             self.dead_lettered += 1
             return
         self.applied += len(rows)
@@ -239,9 +236,9 @@ class Projector:
                     "applied event",
                     extra={
                         "correlation_id": _correlation_id(row["state"]),
-                        "task_id": str(row["originator_id"]),
-                        "version": row["originator_version"],
-                        "position": row["notification_id"],
+                        "task_id": str(row["task_id"]),
+                        "version": row["version"],
+                        "position": row["position"],
                     },
                 )
 
@@ -254,11 +251,11 @@ class Projector:
         dead_letters: int = 0,
     ) -> None:
         """Apply the store after the position up to `upto`, one page per transaction."""
-        page = self.settings.projector_repair_page
-        while rows := await store_page(store, self.position, upto, page):
+        batch = self.settings.projector_repair_page
+        while rows := await page(store, self.position, batch, upto):
             log.info(
                 "applying from the store",
-                extra={"events": len(rows), "position": rows[-1]["notification_id"]},
+                extra={"events": len(rows), "position": rows[-1]["position"]},
             )
             await self._apply(conn, channel, store, rows, dead_letters)
             dead_letters = 0

@@ -36,8 +36,8 @@ async def migrate(settings: Settings) -> str:
     from command_service.application import migrate_store
     from projector.projection import migrate_read_model
     from query_service.cursors import load_secret
-    from shared.domain import EVENTS_TABLE
     from shared.messaging import connect, declare_topology
+    from shared.store import count
 
     await migrate_store(settings)
     await migrate_read_model(settings)
@@ -47,7 +47,7 @@ async def migrate(settings: Settings) -> str:
         await declare_topology(await connection.channel(), settings)
     store = await asyncpg.connect(settings.database_url)
     try:
-        events = await store.fetchval(f"SELECT count(*) FROM {EVENTS_TABLE}")
+        events = await count(store)
     finally:
         await store.close()
     return (
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     if args.command == "verify":
-        from projector.rebuild import verify
+        from projector.verify import verify
 
         differences = asyncio.run(verify(settings))
         return 1 if differences else 0

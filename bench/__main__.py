@@ -40,8 +40,8 @@ from bench.stack import (
     with_database,
 )
 from bench.wrk import Load, require_wrk
+from shared import store
 from shared.config import Settings
-from shared.domain import EVENTS_TABLE
 
 FULL = {"tasks": 100_000, "warmup": 5, "duration": 10, "rounds": 3, "lag_seconds": 20}
 QUICK = {"tasks": 10_000, "warmup": 1, "duration": 3, "rounds": 1, "lag_seconds": 5}
@@ -85,9 +85,7 @@ def in_child(function: Any, *args: Any) -> Any:
 async def store_head(settings: Settings) -> int:
     conn = await asyncpg.connect(settings.database_url)
     try:
-        return int(
-            await conn.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
-        )
+        return await store.head(conn)
     finally:
         await conn.close()
 

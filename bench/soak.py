@@ -28,7 +28,7 @@ from bench.measure import percentile
 from bench.seed import JSON, LIST_TAGS, SEARCH_QUERY, patch_body, seed, task_body, utc_today
 from bench.seed import wait_caught_up as wait_projected
 from bench.stack import ROOT, Server, add_service_arguments, bench_settings, cleanup
-from projector.rebuild import verify
+from projector.verify import verify
 
 # (kind, weight): 70 % reads of several kinds, 30 % writes.
 MIX = (

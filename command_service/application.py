@@ -15,22 +15,15 @@ from eventsourcing.persistence import IntegrityError, Transcoder
 
 from command_service.batcher import GroupCommit
 from command_service.commands import check_not_past, is_past
+from shared import store
 from shared.config import Settings
 from shared.database import ddl_lock, ensure_database
-from shared.domain import (
-    ANONYMOUS,
-    EVENTS_TABLE,
-    Task,
-    TaskDict,
-    create_transcoder,
-    fold,
-    task_to_dict,
-)
+from shared.domain import ANONYMOUS, CREATED_FIELDS, Task, TaskDict, task_to_dict
 from shared.errors import NotFound, PreconditionFailed, ValidationFailed
+from shared.fold import fold
 
 IDEMPOTENCY_NAMESPACE = UUID("5b0c3e52-8d1a-4f0e-9a57-0d7c4f6a2b19")
 MAX_CONFLICT_RETRIES = 100
-CREATED_FIELDS = ("title", "description", "priority", "due_date", "tags")
 
 
 @dataclass(frozen=True)
@@ -48,7 +41,7 @@ def idempotent_id(key: str, scope: str = "") -> UUID:
 
 
 class TaskApplication(Application[UUID]):
-    """Tasks on the library's PostgreSQL persistence (table `tasks_events`)."""
+    """Tasks on the library's PostgreSQL persistence (its table: `shared/store.py`)."""
 
     name = "Tasks"
 
@@ -74,7 +67,7 @@ class TaskApplication(Application[UUID]):
         super().close()
 
     def construct_transcoder(self) -> Transcoder:
-        return create_transcoder()
+        return store.create_transcoder()
 
     def create_task(
         self,
@@ -197,11 +190,7 @@ class TaskApplication(Application[UUID]):
         with datastore.get_connection() as conn, conn.cursor() as curs:
             for event in events:
                 stored = self.mapper.to_stored_event(event)
-                curs.execute(
-                    f"SELECT notification_id, topic, state FROM {EVENTS_TABLE} "
-                    "WHERE originator_id = %s AND originator_version = %s",
-                    (stored.originator_id, stored.originator_version),
-                )
+                curs.execute(store.ONE_EVENT, (stored.originator_id, stored.originator_version))
                 row = curs.fetchone()
                 if (
                     row is None
@@ -209,22 +198,17 @@ class TaskApplication(Application[UUID]):
                     or bytes(row["state"]) != stored.state
                 ):
                     return None
-                position = int(row["notification_id"])
+                position = int(row["position"])
         return position
 
     def position_of(self, task_id: UUID, version: int) -> int:
         """The global position (notification id) of one stored event."""
         datastore = self.recorder.datastore  # type: ignore[attr-defined]
         with datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(
-                f"SELECT notification_id FROM {EVENTS_TABLE} "
-                "WHERE originator_id = %s AND originator_version = %s",
-                (task_id, version),
-                prepare=True,
-            )
+            curs.execute(store.ONE_EVENT, (task_id, version), prepare=True)
             row = curs.fetchone()
         assert row is not None
-        return int(row["notification_id"])
+        return int(row["position"])
 
 
 def _new_task(

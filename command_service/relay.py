@@ -19,42 +19,24 @@ from aio_pika.abc import AbstractExchange
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from shared import store
 from shared.asyncapi import render as render_asyncapi
 from shared.config import Settings
-from shared.domain import (
-    EVENTS_TABLE,
-    Task,
-    create_mapper,
-    decode,
-    previous_values,
-    task_to_dict,
-)
+from shared.domain import Task
 from shared.jsonhttp import get_and_head
 from shared.lag import Stall, lag_behind
-from shared.messaging import connect, declare_topology, to_cloudevent, to_message
+from shared.messaging import connect, declare_topology, envelope_after, to_message
 
 log = logging.getLogger("tasks.relay")
 
 RELAY_LOCK_KEY = 7_301_124_002
 CACHE_SIZE = 20_000
 
-SELECT_AFTER = (
-    "SELECT notification_id, originator_id, originator_version, topic, state "
-    f"FROM {EVENTS_TABLE} WHERE notification_id > $1 ORDER BY notification_id LIMIT $2"
-)
-SELECT_PRIOR = (
-    "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-    f"FROM {EVENTS_TABLE} e JOIN unnest($1::uuid[], $2::bigint[]) AS w(id, below) "
-    "ON e.originator_id = w.id AND e.originator_version < w.below "
-    "ORDER BY e.originator_id, e.originator_version"
-)
-
 
 class TaskStates:
     """Folds tasks forward event by event; one query per batch for tasks it does not hold."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
-        self.mapper = create_mapper()
         self.size = size
         self.tasks: OrderedDict[UUID, Task] = OrderedDict()
 
@@ -64,20 +46,16 @@ class TaskStates:
         await self._load_missing(conn, rows)
         out = []
         for row in rows:
-            event = decode(self.mapper, row)
-            before = self.tasks.get(event.originator_id)
-            previous = previous_values(event, before)
-            task = event.mutate(before)
-            assert isinstance(task, Task)
+            event = store.decode(row)
+            envelope, task = envelope_after(event, row["position"], self.tasks.get(row["task_id"]))
             self._keep(task)
-            envelope = to_cloudevent(event, row["notification_id"], task_to_dict(task), previous)
             out.append((envelope, event))
         return out
 
     async def _load_missing(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
         first: dict[UUID, int] = {}
         for row in rows:
-            first.setdefault(row["originator_id"], row["originator_version"])
+            first.setdefault(row["task_id"], row["version"])
         missing = {
             task_id: version
             for task_id, version in first.items()
@@ -86,12 +64,12 @@ class TaskStates:
         }
         if not missing:
             return
-        prior = await conn.fetch(SELECT_PRIOR, list(missing), list(missing.values()))
+        prior = await store.before_versions(conn, missing)
         for task_id in missing:
             self.tasks.pop(task_id, None)
         for row in prior:
-            event = decode(self.mapper, row)
-            task = event.mutate(self.tasks.get(event.originator_id))
+            event = store.decode(row)
+            task = event.mutate(self.tasks.get(row["task_id"]))
             assert isinstance(task, Task)
             self.tasks[task.id] = task
 
@@ -167,7 +145,7 @@ class Relay:
                 await asyncio.sleep(1.0)
             self.standby = False
             wake = asyncio.Event()
-            await conn.add_listener(EVENTS_TABLE, lambda *_: wake.set())
+            await conn.add_listener(store.EVENTS_TABLE, lambda *_: wake.set())
             connection = await connect(self.settings, "relay")
             async with connection:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -188,7 +166,7 @@ class Relay:
     ) -> None:
         while True:
             wake.clear()
-            rows = await conn.fetch(SELECT_AFTER, self.position, self.settings.relay_batch_size)
+            rows = await store.page(conn, self.position, self.settings.relay_batch_size)
             if not rows:
                 # `asyncio.timeout`, not `wait_for`: on Python 3.11 a cancellation that meets the
                 # timeout can come out of `wait_for` as a TimeoutError, which would be swallowed
@@ -198,7 +176,7 @@ class Relay:
                         await wake.wait()
                 continue
             await publish(exchange, await self.states.envelopes(conn, rows))
-            self.position = rows[-1]["notification_id"]
+            self.position = rows[-1]["position"]
             await conn.execute(
                 "UPDATE relay_position SET position = $1 WHERE name = 'relay'", self.position
             )

@@ -20,16 +20,10 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from command_service.relay import TaskStates, publish
+from shared import store
 from shared.config import Settings
-from shared.domain import EVENTS_TABLE
 from shared.messaging import connect
 from shared.progress import Progress
-
-SELECT_RANGE = (
-    "SELECT notification_id, originator_id, originator_version, topic, state "
-    f"FROM {EVENTS_TABLE} WHERE notification_id BETWEEN $1 AND $2 "
-    "ORDER BY notification_id LIMIT $3"
-)
 
 
 class ReplayError(Exception):
@@ -101,21 +95,16 @@ async def replay(
     count = 0
     try:
         try:
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id >= $1 "
-                "AND ($2::bigint IS NULL OR notification_id <= $2)",
-                from_position,
-                to_position,
-            )
+            last = to_position if to_position is not None else store.LAST_POSITION
+            total = await store.count(conn, from_position - 1, last)
         except asyncpg.UndefinedTableError:
             raise ReplayError("the database holds no event store (run migrate first)") from None
         progress = Progress("replay", int(total), progress_stream)
         connection = await connect(settings, "replay")
         async with connection, _target(connection, settings, queue, list(patterns)) as exchange:
-            last = to_position if to_position is not None else 2**62
-            position = from_position
-            while position <= last:
-                rows = await conn.fetch(SELECT_RANGE, position, last, settings.relay_batch_size)
+            after = from_position - 1
+            while after < last:
+                rows = await store.page(conn, after, settings.relay_batch_size, last)
                 if not rows:
                     break
                 envelopes = [
@@ -132,7 +121,7 @@ async def replay(
                     ) from None
                 count += len(envelopes)
                 progress.advance(len(rows))
-                position = rows[-1]["notification_id"] + 1
+                after = rows[-1]["position"]
             progress.advance(0, final=True)
     finally:
         await conn.close()

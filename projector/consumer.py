@@ -29,9 +29,6 @@ from projector.projection import (
     parse_reference,
     read_position,
     refusal,
-    store_head,
-    store_page,
-    stored_at,
     stored_id,
 )
 from shared.background import keep_serving
@@ -39,6 +36,8 @@ from shared.config import Settings
 from shared.health import CHECK_TIMEOUT
 from shared.lag import Stall, lag_behind
 from shared.messaging import connect, declare_topology
+from shared.store import at_positions, page
+from shared.store import head as store_head
 
 log = logging.getLogger("tasks.projector")
 
@@ -169,7 +168,7 @@ class Projector:
             except Undecodable as exc:
                 rejects.append((message, str(exc)))
         if references:
-            stored = await stored_at(store, [reference.position for _, reference in references])
+            stored = await at_positions(store, [reference.position for _, reference in references])
             for message, reference in references:
                 reason = refusal(reference, stored.get(reference.position))
                 if reason is None:
@@ -214,11 +213,9 @@ class Projector:
             if not rows:
                 raise
             row = rows[0]
-            reference = orjson.dumps({"position": row["notification_id"], "id": stored_id(row)})
+            reference = orjson.dumps({"position": row["position"], "id": stored_id(row)})
             await self._dead_letter(channel, reference, None, f"{type(exc).__name__}: {exc}")
-            self.position = await apply_stored(
-                conn, store, [], dead_letters + 1, row["notification_id"]
-            )
+            self.position = await apply_stored(conn, store, [], dead_letters + 1, row["position"])
             self.dead_lettered += 1
             return
         self.applied += len(rows)
@@ -228,9 +225,9 @@ class Projector:
                     "applied event",
                     extra={
                         "correlation_id": _correlation_id(row["state"]),
-                        "task_id": str(row["originator_id"]),
-                        "version": row["originator_version"],
-                        "position": row["notification_id"],
+                        "task_id": str(row["task_id"]),
+                        "version": row["version"],
+                        "position": row["position"],
                     },
                 )
 
@@ -243,11 +240,11 @@ class Projector:
         dead_letters: int = 0,
     ) -> None:
         """Apply the store after the position up to `upto`, one page per transaction."""
-        page = self.settings.projector_repair_page
-        while rows := await store_page(store, self.position, upto, page):
+        batch = self.settings.projector_repair_page
+        while rows := await page(store, self.position, batch, upto):
             log.info(
                 "applying from the store",
-                extra={"events": len(rows), "position": rows[-1]["notification_id"]},
+                extra={"events": len(rows), "position": rows[-1]["position"]},
             )
             await self._apply(conn, channel, store, rows, dead_letters)
             dead_letters = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -18,16 +18,10 @@ import orjson
 
 from shared.config import Settings
 from shared.database import ddl_lock, ensure_database
-from shared.domain import (
-    EVENTS_TABLE,
-    Task,
-    TaskDict,
-    create_mapper,
-    decode,
-    fold_stored,
-    task_to_dict,
-)
+from shared.domain import TaskDict
+from shared.fold import fold_stored
 from shared.messaging import event_id
+from shared.store import before_versions
 
 PROJECTION_LOCK_KEY = 7_301_124_003
 """Held by every apply transaction; `rebuild` holds it while it catches up and swaps tables."""
@@ -35,18 +29,37 @@ PROJECTION_LOCK_KEY = 7_301_124_003
 PROJECTION_CHANNEL = "tasks_projection"
 """NOTIFY channel: the new projection position after every commit (read-your-writes waits)."""
 
-COLUMNS = (
-    "id, title, description, priority, due_date, tags, completed, completed_at, "
-    "deleted, deleted_at, created_at, updated_at, version, position, doc"
-)
-UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in COLUMNS.split(", ") if name != "id")
+
+class ReadRow(NamedTuple):
+    """A read-table row: the task's fields (`TASK_FIELDS`, in order), then the position of its
+    last event and the REST JSON itself. A tuple, as asyncpg's COPY and executemany take it."""
+
+    id: UUID
+    title: str
+    description: str | None
+    priority: int
+    due_date: date | None
+    tags: list[str]
+    completed: bool
+    completed_at: datetime | None
+    deleted: bool
+    deleted_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    version: int
+    position: int
+    doc: str
+
+
+COLUMNS = ReadRow._fields
+UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in COLUMNS if name != "id")
 
 
 def upsert_sql(table: str = "tasks") -> str:
     # An older or equal version never overwrites a newer row: redeliveries are no-ops.
+    values = ", ".join(f"${number}" for number in range(1, len(COLUMNS) + 1))
     return (
-        f"INSERT INTO {table} AS t ({COLUMNS}) VALUES "
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+        f"INSERT INTO {table} AS t ({', '.join(COLUMNS)}) VALUES ({values}) "
         f"ON CONFLICT (id) DO UPDATE SET {UPDATES} WHERE t.version < EXCLUDED.version"
     )
 
@@ -55,25 +68,15 @@ class Undecodable(ValueError):
     """A message that names no stored event: it goes to the dead-letter queue."""
 
 
-@dataclass(frozen=True)
-class Change:
-    """One event as the projector needs it: its position and the task's row after it."""
-
-    position: int
-    version: int
-    row: tuple[Any, ...]
-    correlation_id: str | None = None
-
-
 def _timestamp(value: Any) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(value)
 
 
-def row_of(task: dict[str, Any], position: int) -> tuple[Any, ...]:
+def row_of(task: dict[str, Any], position: int) -> ReadRow:
     """The read-table row of a task in its REST representation."""
-    return (
+    return ReadRow(
         task["id"],
         task["title"],
         task["description"],
@@ -121,31 +124,9 @@ def parse_reference(body: bytes) -> Reference:
     return Reference(position, event_id)
 
 
-STORED_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
-SELECT_POSITIONS = (
-    f"SELECT {STORED_COLUMNS} FROM {EVENTS_TABLE} WHERE notification_id = ANY($1::bigint[])"
-)
-SELECT_PAGE = (
-    f"SELECT {STORED_COLUMNS} FROM {EVENTS_TABLE} WHERE notification_id > $1 "
-    "AND notification_id <= $2 ORDER BY notification_id LIMIT $3"
-)
-SELECT_BEFORE = (
-    f"SELECT {STORED_COLUMNS} FROM {EVENTS_TABLE} e "
-    "JOIN unnest($1::uuid[], $2::bigint[]) AS w(id, below) "
-    "ON e.originator_id = w.id AND e.originator_version < w.below "
-    "ORDER BY e.originator_id, e.originator_version"
-)
-
-
-async def stored_at(store: asyncpg.Connection, positions: list[int]) -> dict[int, asyncpg.Record]:
-    """The stored events at these positions (one query), by position."""
-    rows = await store.fetch(SELECT_POSITIONS, positions)
-    return {row["notification_id"]: row for row in rows}
-
-
 def stored_id(row: asyncpg.Record) -> str:
     """The CloudEvent id the relay gives this stored event."""
-    return event_id(str(row["originator_id"]), row["originator_version"])
+    return event_id(str(row["task_id"]), row["version"])
 
 
 def refusal(reference: Reference, row: asyncpg.Record | None) -> str | None:
@@ -155,19 +136,6 @@ def refusal(reference: Reference, row: asyncpg.Record | None) -> str | None:
     if stored_id(row) != reference.event_id:
         return f"position {reference.position} holds another event than {reference.event_id!r}"
     return None
-
-
-async def store_page(
-    store: asyncpg.Connection, after: int, upto: int, limit: int
-) -> list[asyncpg.Record]:
-    """At most `limit` stored events after `after` up to `upto`, in position order."""
-    return list(await store.fetch(SELECT_PAGE, after, upto, limit))
-
-
-async def store_head(store: asyncpg.Connection) -> int:
-    return int(
-        await store.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
-    )
 
 
 async def read_position(conn: asyncpg.Connection) -> int:
@@ -196,9 +164,9 @@ async def _fill_behind(
     is folded from its stored history up to them instead."""
     first: dict[UUID, int] = {}
     for row in rows:
-        task = tasks.get(row["originator_id"])
-        if row["originator_version"] > (task["version"] if task is not None else 0):
-            first.setdefault(row["originator_id"], row["originator_version"])
+        task = tasks.get(row["task_id"])
+        if row["version"] > (task["version"] if task is not None else 0):
+            first.setdefault(row["task_id"], row["version"])
     behind = {
         task_id: version
         for task_id, version in first.items()
@@ -208,11 +176,10 @@ async def _fill_behind(
         return
     for task_id in behind:
         tasks.pop(task_id, None)
-    history = await store.fetch(SELECT_BEFORE, list(behind), list(behind.values()))
-    for row in history:
-        task_id = row["originator_id"]
+    for row in await before_versions(store, behind):
+        task_id = row["task_id"]
         tasks[task_id] = fold_stored(
-            tasks.get(task_id), task_id, row["originator_version"], row["topic"], row["state"]
+            tasks.get(task_id), task_id, row["version"], row["topic"], row["state"]
         )
 
 
@@ -231,79 +198,39 @@ async def apply_stored(
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_KEY)
-        current, tasks = await _position_and_rows(
-            conn, list({row["originator_id"] for row in rows})
-        )
-        fresh = [row for row in rows if row["notification_id"] > current]
+        current, tasks = await _position_and_rows(conn, list({row["task_id"] for row in rows}))
+        fresh = [row for row in rows if row["position"] > current]
         changed: dict[UUID, tuple[TaskDict, int]] = {}
         if fresh:
             await _fill_behind(store, tasks, fresh)
             for row in fresh:
-                task_id = row["originator_id"]
+                task_id = row["task_id"]
                 task = tasks.get(task_id)
-                if task is not None and task["version"] >= row["originator_version"]:
+                if task is not None and task["version"] >= row["version"]:
                     continue
-                task = fold_stored(
-                    task, task_id, row["originator_version"], row["topic"], row["state"]
-                )
+                task = fold_stored(task, task_id, row["version"], row["topic"], row["state"])
                 tasks[task_id] = task
-                changed[task_id] = (task, row["notification_id"])
+                changed[task_id] = (task, row["position"])
         if changed:
             await conn.executemany(
                 upsert_sql(), [row_of(task, position) for task, position in changed.values()]
             )
-        upto = int(max([current, through, *(row["notification_id"] for row in fresh)]))
-        await conn.execute(
-            "WITH moved AS (UPDATE projection_state SET position = $1, "
-            "dead_letters = dead_letters + $2 WHERE name = 'projector' RETURNING position) "
-            "SELECT pg_notify($3, position::text) FROM moved",
-            upto,
-            dead_letters,
-            PROJECTION_CHANNEL,
-        )
+        upto = int(max([current, through, *(row["position"] for row in fresh)]))
+        await record_position(conn, upto, dead_letters)
     return upto
 
 
-_mapper = create_mapper()
-
-
-def fold_rows(rows: list[asyncpg.Record]) -> list[Change]:
-    """Events-table rows ordered by task and version → each task's row after its last event."""
-    out: list[Change] = []
-    task: Task | None = None
-    position = 0
-
-    def emit(done: Task) -> None:
-        out.append(Change(position, done.version, row_of(task_to_dict(done), position)))
-
-    for record in rows:
-        event = decode(_mapper, record)
-        if task is not None and task.id != event.originator_id:
-            emit(task)
-            task = None
-        mutated = event.mutate(task)
-        assert isinstance(mutated, Task)
-        task, position = mutated, record["notification_id"]
-    if task is not None:
-        emit(task)
-    return out
-
-
-async def apply(conn: asyncpg.Connection, changes: list[Change], dead_letters: int = 0) -> int:
-    """Apply a batch in one transaction, record the position, signal it; returns the position."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_KEY)
-        if changes:
-            await conn.executemany(upsert_sql(), [change.row for change in changes])
-        position = max((change.position for change in changes), default=0)
-        new_position: int = await conn.fetchval(
-            "UPDATE projection_state SET position = greatest(position, $1), "
-            "dead_letters = dead_letters + $2 WHERE name = 'projector' RETURNING position",
-            position,
-            dead_letters,
-        )
-        await conn.execute("SELECT pg_notify($1, $2)", PROJECTION_CHANNEL, str(new_position))
-    return new_position
+async def record_position(conn: asyncpg.Connection, position: int, dead_letters: int = 0) -> None:
+    """Set the projection position (and count dead letters) and signal it to the query side, in
+    the caller's transaction: the signal goes out when the rows it covers commit."""
+    await conn.execute(
+        "WITH moved AS (UPDATE projection_state SET position = $1, "
+        "dead_letters = dead_letters + $2 WHERE name = 'projector' RETURNING position) "
+        "SELECT pg_notify($3, position::text) FROM moved",
+        position,
+        dead_letters,
+        PROJECTION_CHANNEL,
+    )
 
 
 def schema_sql() -> str:

@@ -1,11 +1,10 @@
-"""Rebuild the read table from the event store without stopping reads, and verify it.
+"""Rebuild the read table from the event store without stopping reads.
 
 `rebuild` folds the store up to position P into a new table with COPY (the fast fold straight
 from the stored JSON, `fold_stored`), vacuums and analyzes it so index-only scans on it are
 index-only from its first read, builds its indexes, then, holding the projector's lock,
-applies P+1 to the end and swaps the tables in one transaction. `verify` compares every row
-with the state replayed through the event classes (the other fold), so a rebuilt table is
-checked against the library's own decoding.
+applies P+1 to the end and swaps the tables in one transaction. `projector/verify.py` checks
+the result against the other fold.
 """
 
 from __future__ import annotations
@@ -22,86 +21,25 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import orjson
 
 from projector.projection import (
     COLUMNS,
     PROJECTION_CHANNEL,
     PROJECTION_LOCK_KEY,
-    fold_rows,
+    ReadRow,
     migrate_read_model,
     row_of,
     upsert_sql,
 )
+from shared import store as events
 from shared.config import Settings
-from shared.domain import (
-    EVENTS_TABLE,
-    Task,
-    TaskDict,
-    create_mapper,
-    decode,
-    fold_stored,
-    task_to_dict,
-)
-from shared.failures import OperatorError
+from shared.domain import TaskDict
+from shared.fold import fold_stored
 from shared.progress import Progress
 
 NEW_TABLE = "tasks_rebuild"
 OLD_TABLE = "tasks_old"
-BATCH = 5_000
-
-_mapper = create_mapper()
-
-
-async def _stored_batches(
-    store: asyncpg.Connection, upto: int, batch: int, ids: tuple[UUID, UUID | None] | None
-) -> AsyncIterator[list[asyncpg.Record]]:
-    """The stored events at or below `upto` (with `ids`, of tasks in [low, high)), by task and
-    version, whole batches per round trip. Must run inside a transaction."""
-    where = "notification_id <= $1"
-    args: list[int | UUID] = [upto]
-    if ids is not None:
-        where += " AND originator_id >= $2"
-        args.append(ids[0])
-        if ids[1] is not None:
-            where += " AND originator_id < $3"
-            args.append(ids[1])
-    cursor = await store.cursor(
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE {where} ORDER BY originator_id, originator_version",
-        *args,
-    )
-    while rows := await cursor.fetch(batch):
-        yield rows
-
-
-async def folded_tasks(
-    store: asyncpg.Connection,
-    upto: int,
-    batch: int = BATCH,
-    ids: tuple[UUID, UUID | None] | None = None,
-) -> AsyncIterator[tuple[Task, int, int]]:
-    """Every task folded from its events at or below `upto`, in id order; with `ids`
-    (low, high or None), only the tasks whose id is in [low, high).
-
-    Yields (task, position of its last event, events read). Must run inside a transaction.
-    """
-    task: Task | None = None
-    position = 0
-    counted = 0
-    async for rows in _stored_batches(store, upto, batch, ids):
-        for row in rows:
-            event = decode(_mapper, row)
-            if task is not None and task.id != event.originator_id:
-                yield task, position, counted
-                task, counted = None, 0
-            mutated = event.mutate(task)
-            assert isinstance(mutated, Task)
-            task = mutated
-            position = row["notification_id"]
-            counted += 1
-    if task is not None:
-        yield task, position, counted
+BATCH = events.BATCH
 
 
 async def folded_documents(
@@ -110,23 +48,22 @@ async def folded_documents(
     batch: int = BATCH,
     ids: tuple[UUID, UUID | None] | None = None,
 ) -> AsyncIterator[tuple[TaskDict, int, int]]:
-    """As `folded_tasks`, each task in its REST form through `fold_stored` (proven equal to the
-    class-based fold by a property test). Must run inside a transaction."""
+    """Every task folded from its events at or below `upto` into its REST form by `fold_stored`,
+    in id order; with `ids` (low, high or None), only the tasks whose id is in [low, high).
+
+    Yields (task, position of its last event, events read). Must run inside a transaction.
+    """
+    async for stored in events.streamed_per_task(events.by_task(store, upto, batch, ids)):
+        yield _folded(stored), stored[-1]["position"], len(stored)
+
+
+def _folded(stored: list[asyncpg.Record]) -> TaskDict:
+    """One task's events, in version order, folded from their stored JSON."""
     task: TaskDict | None = None
-    task_id: UUID | None = None
-    position = 0
-    counted = 0
-    async for rows in _stored_batches(store, upto, batch, ids):
-        for notification_id, originator_id, version, topic, state in rows:
-            if originator_id != task_id:
-                if task is not None:
-                    yield task, position, counted
-                task, task_id, counted = None, originator_id, 0
-            task = fold_stored(task, originator_id, version, topic, state)
-            position = notification_id
-            counted += 1
-    if task is not None:
-        yield task, position, counted
+    for _, task_id, version, topic, state in stored:
+        task = fold_stored(task, task_id, version, topic, state)
+    assert task is not None
+    return task
 
 
 async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict[str, Any]:
@@ -139,16 +76,14 @@ async def rebuild(settings: Settings, progress_stream: Any = sys.stderr) -> dict
     store = await asyncpg.connect(settings.database_url)
     read = await asyncpg.connect(settings.read_dsn)
     try:
-        upto = await store.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
-        events = await store.fetchval(
-            f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id <= $1", upto
-        )
+        upto = await events.head(store)
+        total = await events.count(store, 0, upto)
         await read.execute(f"DROP TABLE IF EXISTS {NEW_TABLE}")
         await read.execute(
             f"CREATE TABLE {NEW_TABLE} (LIKE tasks INCLUDING DEFAULTS INCLUDING GENERATED)"
         )
         await _copy_storage_parameters(read)
-        progress = Progress("rebuild", events, progress_stream)
+        progress = Progress("rebuild", total, progress_stream)
         # Appends commit in position order (the library locks the table to append), so once
         # `upto` is visible every event below it is too: each part may take its own snapshot.
         if settings.rebuild_workers > 1:
@@ -195,15 +130,15 @@ async def _copy_part(
     """
     store = await asyncpg.connect(store_dsn)
     read = await asyncpg.connect(read_dsn)
-    columns = COLUMNS.split(", ")
-    rows: list[tuple[Any, ...]] = []
-    events = unreported = 0
+    columns = list(COLUMNS)
+    rows: list[ReadRow] = []
+    read_events = unreported = 0
     copying: asyncio.Task[str] | None = None
     try:
         async with store.transaction(isolation="repeatable_read", readonly=True):
             async for document, position, counted in folded_documents(store, upto, ids=ids):
                 rows.append(row_of(document, position))
-                events += counted
+                read_events += counted
                 unreported += counted
                 if len(rows) >= BATCH:
                     if copying is not None:
@@ -220,7 +155,7 @@ async def _copy_part(
             await copying
         if rows:
             await read.copy_records_to_table(NEW_TABLE, records=rows, columns=columns)
-        return events
+        return read_events
     finally:
         await store.close()
         await read.close()
@@ -266,8 +201,8 @@ async def _copy_in_processes(settings: Settings, upto: int, progress: Progress) 
         while pending:
             _, pending = await asyncio.wait(pending, timeout=0.5)
             progress.advance(done.value - progress.done)
-        events = sum(part.result() for part in running)
-    progress.advance(events - progress.done)
+        read_events = sum(part.result() for part in running)
+    progress.advance(read_events - progress.done)
 
 
 async def _copy_storage_parameters(read: asyncpg.Connection) -> None:
@@ -319,22 +254,15 @@ async def _catch_up_and_swap(
     Returns the position swapped in and the number of events stored after `upto`."""
     async with read.transaction():
         await read.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_KEY)
-        end = await store.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
-        ids = await store.fetch(
-            f"SELECT DISTINCT originator_id FROM {EVENTS_TABLE} "
-            "WHERE notification_id > $1 AND notification_id <= $2",
-            upto,
-            end,
+        end = await events.head(store)
+        touched = await events.touched(store, upto, end)
+        await read.executemany(
+            upsert_sql(NEW_TABLE),
+            [
+                row_of(_folded(stored), stored[-1]["position"])
+                for stored in events.per_task(touched)
+            ],
         )
-        if ids:
-            rows = await store.fetch(
-                "SELECT notification_id, originator_id, originator_version, topic, state "
-                f"FROM {EVENTS_TABLE} WHERE originator_id = ANY($1::uuid[]) "
-                "AND notification_id <= $2 ORDER BY originator_id, originator_version",
-                [row["originator_id"] for row in ids],
-                end,
-            )
-            await read.executemany(upsert_sql(NEW_TABLE), [c.row for c in fold_rows(rows)])
         # What was rebuilt, not `greatest`: a position past the store's head is not kept. A new
         # generation: remembered totals of the old table no longer hold, even at this position.
         position = await read.fetchval(
@@ -353,88 +281,4 @@ async def _catch_up_and_swap(
         for row in names:
             await read.execute(f"ALTER INDEX rb_{row['indexname']} RENAME TO {row['indexname']}")
         await read.execute("SELECT pg_notify($1, $2)", PROJECTION_CHANNEL, str(position))
-    gained = await store.fetchval(
-        f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id > $1 AND notification_id <= $2",
-        upto,
-        end,
-    )
-    return int(end), int(gained)
-
-
-def field_differences(task_id: UUID, actual: dict[str, Any], expected: dict[str, Any]) -> str:
-    """One line naming the task and each field whose values differ, read table then store."""
-    fields = sorted(set(actual) | set(expected))
-    missing = object()
-    changed = [
-        f"{name}: read table {_shown(actual.get(name, missing))}, "
-        f"store {_shown(expected.get(name, missing))}"
-        for name in fields
-        if actual.get(name, missing) != expected.get(name, missing)
-    ]
-    return f"task {task_id} differs: " + "; ".join(changed)
-
-
-def _shown(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return "(absent)"
-
-
-async def verify(settings: Settings, out: Any = sys.stdout) -> list[str]:
-    """Compare every read-table row with the replayed store; returns (and prints) differences,
-    one line per task naming the fields that differ with both values, then a summary line.
-
-    Both sides are streamed in id order and merged, so memory stays flat at any size.
-    """
-    started = time.monotonic()
-    store = await asyncpg.connect(settings.database_url)
-    read = await asyncpg.connect(settings.read_dsn)
-    differences: list[str] = []
-    tasks = 0
-    try:
-        async with read.transaction(isolation="repeatable_read", readonly=True):
-            state = await read.fetchrow(
-                "SELECT position, dead_letters FROM projection_state WHERE name = 'projector'"
-            )
-            if state is None:
-                raise OperatorError("the read table has no projection state: run migrate first")
-            upto = state["position"]
-            rows = read.cursor("SELECT id, doc FROM tasks ORDER BY id", prefetch=BATCH).__aiter__()
-            row = await anext(rows, None)
-            async with store.transaction(isolation="repeatable_read", readonly=True):
-                events = await store.fetchval(
-                    f"SELECT count(*) FROM {EVENTS_TABLE} WHERE notification_id <= $1", upto
-                )
-                progress = Progress("verify", events, sys.stderr)
-                async for task, _, counted in folded_tasks(store, upto):
-                    progress.advance(counted)
-                    tasks += 1
-                    while row is not None and row["id"] < task.id:
-                        differences.append(
-                            f"task {row['id']}: in the read table but not in the store"
-                        )
-                        row = await anext(rows, None)
-                    expected = task_to_dict(task)
-                    if row is None or row["id"] != task.id:
-                        differences.append(f"task {task.id}: missing from the read table")
-                        continue
-                    actual = orjson.loads(row["doc"])
-                    if actual != expected:
-                        differences.append(field_differences(task.id, actual, expected))
-                    row = await anext(rows, None)
-            while row is not None:
-                differences.append(f"task {row['id']}: in the read table but not in the store")
-                row = await anext(rows, None)
-        progress.advance(0, final=True)
-        for line in differences:
-            out.write(line + "\n")
-        out.write(
-            f"verified {tasks} tasks ({progress.done} events) up to position {upto}: "
-            f"{len(differences)} difference(s), {state['dead_letters']} dead-lettered "
-            f"message(s) in {time.monotonic() - started:.1f} s\n"
-        )
-    finally:
-        await store.close()
-        await read.close()
-    return differences
+    return end, await events.count(store, upto, end)

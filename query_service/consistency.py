@@ -19,9 +19,11 @@ import orjson
 from starlette.requests import Request
 
 from query_service.queries import MAX_POSITION, parse_int
-from shared.domain import EVENTS_TABLE, TaskDict, fold_stored
+from shared.domain import TaskDict
 from shared.errors import ValidationFailed
+from shared.fold import fold_stored
 from shared.jsonhttp import POSITION_COOKIE
+from shared.store import head, later_events
 
 HEADER = "X-Min-Position"
 PARAMETER = "min_position"
@@ -30,17 +32,12 @@ READ_ROW = (
     "SELECT s.position, t.doc, t.version, t.deleted FROM projection_state s "
     "LEFT JOIN tasks t ON t.id = $1 WHERE s.name = 'projector'"
 )
-LATER_EVENTS = (
-    f"SELECT originator_version, topic, state FROM {EVENTS_TABLE} "
-    "WHERE originator_id = $1 AND originator_version > $2 ORDER BY originator_version"
-)
+LATER_EVENTS = later_events("$1", "$2")
 READ_ROW_AND_LATER_EVENTS = (
-    "SELECT s.position, t.doc, t.version, t.deleted, e.originator_version, e.topic, e.state "
+    "SELECT s.position, t.doc, t.version, t.deleted, e.event_version, e.topic, e.state "
     "FROM projection_state s LEFT JOIN tasks t ON t.id = $1 "
-    "LEFT JOIN LATERAL ("
-    f"SELECT originator_version, topic, state FROM {EVENTS_TABLE} "
-    "WHERE originator_id = $1 AND originator_version > coalesce(t.version, 0) OFFSET 0"
-    ") e ON true WHERE s.name = 'projector'"
+    f"LEFT JOIN LATERAL ({later_events('$1', 'coalesce(t.version, 0)')}) e ON true "
+    "WHERE s.name = 'projector'"
 )
 """One round trip, one snapshot: the read table's row and the store's events after it. When the
 row is current (the common case) the lateral part is one probe of the store's primary key that
@@ -68,10 +65,9 @@ def requested_positions(
 async def store_head(store: asyncpg.Pool) -> int:
     """The event store's last position (0 while the store has no table yet)."""
     try:
-        head = await store.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
+        return await head(store)
     except asyncpg.UndefinedTableError:
         return 0
-    return int(head or 0)
 
 
 async def check_issued(store: asyncpg.Pool, positions: dict[str, int], reached: int) -> None:
@@ -79,11 +75,11 @@ async def check_issued(store: asyncpg.Pool, positions: dict[str, int], reached: 
     so no wait would ever end. Positions the read model has `reached` need no look."""
     if max(positions.values(), default=0) <= reached:
         return
-    head = await store_head(store)
+    last = await store_head(store)
     beyond = {
-        name: f"Position {value} was never issued (the store's last position is {head})"
+        name: f"Position {value} was never issued (the store's last position is {last})"
         for name, value in positions.items()
-        if value > head
+        if value > last
     }
     if beyond:
         raise ValidationFailed(beyond)
@@ -107,7 +103,7 @@ async def read_task(state: Any, task_id: UUID, include_deleted: bool = False) ->
         except asyncpg.UndefinedTableError:
             pass  # the store has no table yet (no write ever): the read table alone answers
         else:
-            later = [row for row in rows if row["originator_version"] is not None]
+            later = [row for row in rows if row["event_version"] is not None]
             return _current(task_id, rows[0], later, include_deleted)
     row = await state.read_pool.fetchrow(READ_ROW, task_id)
     later = await _later_events(state.store_pool, task_id, row["version"])
@@ -132,10 +128,8 @@ def _current(
             return Found(position, None)
         return Found(position, row["doc"].encode(), row["version"])
     task: TaskDict | None = orjson.loads(row["doc"]) if row["doc"] is not None else None
-    for event in sorted(later, key=lambda event: event["originator_version"]):
-        task = fold_stored(
-            task, task_id, event["originator_version"], event["topic"], event["state"]
-        )
+    for event in sorted(later, key=lambda event: event["event_version"]):
+        task = fold_stored(task, task_id, event["event_version"], event["topic"], event["state"])
     assert task is not None
     if task["deleted"] and not include_deleted:
         return Found(position, None)

@@ -28,19 +28,11 @@ from query_service.queries import (
     parse_timestamp,
     query_items,
 )
-from shared.domain import (
-    EVENT_TYPES,
-    EVENTS_TABLE,
-    UNKNOWN_ACTOR,
-    Task,
-    create_mapper,
-    decode,
-    previous_values,
-    task_to_dict,
-)
+from shared import store
+from shared.domain import EVENT_TYPES, Task
 from shared.errors import ValidationFailed, error_responses
 from shared.jsonhttp import get_and_head
-from shared.messaging import to_cloudevent
+from shared.messaging import envelope_after
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 DEFAULT_LIMIT = 100
@@ -49,8 +41,6 @@ SCAN_ROWS = 10_000
 """Stored events a filtered page examines at most (its cost bound)."""
 MAX_TEXT = 200
 TOPICS = {kind: topic for topic, kind in EVENT_TYPES.items()}
-
-_mapper = create_mapper()
 
 
 @dataclass
@@ -166,51 +156,6 @@ def parse_feed_query(items: list[tuple[str, str]]) -> FeedQuery:
     return query
 
 
-def feed_statement(query: FeedQuery) -> tuple[str, list[Any]]:
-    """One statement: the window's last position and size, and the matching events in it."""
-    args: list[Any] = [query.after, query.window]
-    scope = "notification_id > $1"
-    if query.task_id is not None:
-        args.append(query.task_id)
-        scope += f" AND originator_id = ${len(args)}"
-    conditions = ["true"]
-    if query.topics:
-        args.append(query.topics)
-        conditions.append(f"w.topic = ANY(${len(args)}::text[])")
-    stored = "convert_from(w.state, 'UTF8')::jsonb"
-    for value, expression in (
-        (query.actor, f"coalesce({stored} ->> 'actor', '{UNKNOWN_ACTOR}') = $"),
-        (query.correlation_id, f"({stored} ->> 'correlation_id') = $"),
-        (query.since, f"({stored} #>> '{{timestamp,_data_}}')::timestamptz >= $"),
-        (query.until, f"({stored} #>> '{{timestamp,_data_}}')::timestamptz < $"),
-    ):
-        if value is not None:
-            args.append(value)
-            conditions.append(f"{expression}{len(args)}")
-    args.append(query.limit + 1)
-    sql = (
-        "WITH w AS ("
-        " SELECT notification_id, originator_id, originator_version, topic, state"
-        f" FROM {EVENTS_TABLE} WHERE {scope} ORDER BY notification_id LIMIT $2) "
-        "SELECT s.scanned, s.examined, r.* FROM"
-        " (SELECT max(notification_id) AS scanned, count(*) AS examined FROM w) s"
-        " LEFT JOIN LATERAL ("
-        "  SELECT w.notification_id, w.originator_id, w.originator_version, w.topic, w.state"
-        f"  FROM w WHERE {' AND '.join(conditions)}"
-        f"  ORDER BY w.notification_id LIMIT ${len(args)}) r ON true "
-        "ORDER BY r.notification_id"
-    )
-    return sql, args
-
-
-SELECT_UP_TO = (
-    "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state "
-    f"FROM {EVENTS_TABLE} e JOIN unnest($1::uuid[], $2::bigint[]) AS w(id, upto) "
-    "ON e.originator_id = w.id AND e.originator_version <= w.upto "
-    "ORDER BY e.originator_id, e.originator_version"
-)
-
-
 async def wire_events(
     conn: asyncpg.Pool | asyncpg.Connection, rows: Sequence[asyncpg.Record]
 ) -> list[dict[str, Any]]:
@@ -218,43 +163,36 @@ async def wire_events(
     exactly as the relay folds it (one query for every task of the page)."""
     upto: dict[UUID, int] = {}
     for row in rows:
-        upto[row["originator_id"]] = max(
-            upto.get(row["originator_id"], 0), row["originator_version"]
-        )
-    wanted = {row["notification_id"] for row in rows}
-    history = await conn.fetch(SELECT_UP_TO, list(upto), list(upto.values()))
+        upto[row["task_id"]] = max(upto.get(row["task_id"], 0), row["version"])
+    wanted = {row["position"] for row in rows}
     envelopes: dict[int, dict[str, Any]] = {}
-    task: Task | None = None
-    for stored in history:
-        event = decode(_mapper, stored)
-        if task is not None and task.id != event.originator_id:
-            task = None
-        if stored["notification_id"] in wanted:
-            previous = previous_values(event, task)
-            task = event.mutate(task)
-            assert isinstance(task, Task)
-            envelopes[stored["notification_id"]] = to_cloudevent(
-                event, stored["notification_id"], task_to_dict(task), previous
-            )
-        else:
-            task = event.mutate(task)
-    return [envelopes[row["notification_id"]] for row in rows]
+    for history in store.per_task(await store.up_to_versions(conn, upto)):
+        task: Task | None = None
+        for stored in history:
+            event = store.decode(stored)
+            if stored["position"] in wanted:
+                envelopes[stored["position"]], task = envelope_after(
+                    event, stored["position"], task
+                )
+            else:
+                task = event.mutate(task)
+    return [envelopes[row["position"]] for row in rows]
 
 
 async def feed_page(
     conn: asyncpg.Pool | asyncpg.Connection, query: FeedQuery
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of the feed and the position to continue after, None when nothing may follow."""
-    sql, args = feed_statement(query)
+    sql, args = store.window_statement(query.after, query.window, query.limit + 1, query)
     try:
         result = await conn.fetch(sql, *args)
     except asyncpg.UndefinedTableError:  # a store no one has written to yet
         return [], None
     scanned, examined = result[0]["scanned"], result[0]["examined"]
-    rows = [row for row in result if row["notification_id"] is not None]
+    rows = [row for row in result if row["position"] is not None]
     page = rows[: query.limit]
     if len(rows) > query.limit:
-        return await wire_events(conn, page), page[-1]["notification_id"]
+        return await wire_events(conn, page), page[-1]["position"]
     following = scanned if examined >= query.window else None
     return await wire_events(conn, page), following
 

@@ -7,24 +7,17 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from shared.domain import EVENTS_TABLE, create_mapper, decode
-
-_mapper = create_mapper()
+from shared import store
 
 
-async def lag_behind(store: asyncpg.Connection | asyncpg.Pool, position: int) -> dict[str, float]:
+async def lag_behind(conn: asyncpg.Connection | asyncpg.Pool, position: int) -> dict[str, float]:
     """Positions the store holds past `position`, and the age of the oldest of them."""
-    head = await store.fetchval(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
-    behind = max(int(head) - position, 0)
+    behind = max(await store.head(conn) - position, 0)
     seconds = 0.0
     if behind:
-        oldest = await store.fetchrow(
-            "SELECT originator_id, originator_version, topic, state "
-            f"FROM {EVENTS_TABLE} WHERE notification_id > $1 ORDER BY notification_id LIMIT 1",
-            position,
-        )
-        if oldest is not None:
-            age = datetime.now(UTC) - decode(_mapper, oldest).timestamp
+        oldest = await store.page(conn, position, 1)
+        if oldest:
+            age = datetime.now(UTC) - store.decode(oldest[0]).timestamp
             seconds = round(max(age.total_seconds(), 0.0), 3)
     return {"positions": behind, "seconds": seconds}
 

@@ -9,7 +9,14 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 from shared.config import Settings
-from shared.domain import EVENT_TYPES, Task, TaskDict, format_timestamp
+from shared.domain import (
+    EVENT_TYPES,
+    Task,
+    TaskDict,
+    format_timestamp,
+    previous_values,
+    task_to_dict,
+)
 
 SOURCE = "tasks/command-service"
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
@@ -18,6 +25,17 @@ CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 def event_id(task_id: str, version: int) -> str:
     """Deterministic: every publication of one event carries the same id."""
     return f"{task_id}:{version}"
+
+
+def envelope_after(
+    event: Task.Event, position: int, before: Task | None
+) -> tuple[dict[str, Any], Task]:
+    """The CloudEvent of a stored event given the task just before it, and the task after it:
+    what the relay publishes and the event feed serves, folded the same way."""
+    previous = previous_values(event, before)
+    task = event.mutate(before)
+    assert isinstance(task, Task)
+    return to_cloudevent(event, position, task_to_dict(task), previous), task
 
 
 def to_cloudevent(

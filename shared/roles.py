@@ -19,7 +19,7 @@ import asyncpg
 
 from shared.config import Settings
 from shared.database import ddl_lock
-from shared.domain import EVENTS_TABLE
+from shared.store import EVENTS_TABLE
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import aio_pika
 import httpx
 import pytest
 
-from projector.rebuild import verify
+from projector.verify import verify
 from shared.config import Settings
 from tests.faults.pipeline import caught_up
 from tests.helpers import JSON, Process, free_port, store_events

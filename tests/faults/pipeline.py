@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 
 from cli import migrate
-from projector.rebuild import verify
+from projector.verify import verify
 from shared.config import Settings
 from tests.helpers import JSON, BoundConsumer, Process, eventually, free_port
 

@@ -15,7 +15,7 @@ import pytest
 from cli import migrate
 from command_service.application import TaskApplication, _new_task
 from projector.consumer import Projector
-from projector.rebuild import verify
+from projector.verify import verify
 from shared.config import Settings
 from tests.faults.pipeline import pipeline
 from tests.helpers import eventually, read_db

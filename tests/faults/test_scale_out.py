@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from projector.rebuild import verify
+from projector.verify import verify
 from shared.config import Settings
 from tests.e2e.test_gateway import NGINX, nginx
 from tests.faults.pipeline import Pipeline, caught_up, pipeline

@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from projector.rebuild import verify
+from projector.verify import verify
 from shared.config import Settings
 from tests.helpers import JSON, eventually, read_db, store_events
 

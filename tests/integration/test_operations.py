@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from command_service.replay import replay
-from projector.rebuild import rebuild, verify
+from projector.rebuild import rebuild
+from projector.verify import verify
 from shared.config import Settings
 from tests.asyncapi import validate_event
 from tests.helpers import JSON, ROOT, BoundConsumer, read_db, settings_env, store_events

@@ -18,7 +18,7 @@ from cli import migrate
 from command_service.application import TaskApplication
 from command_service.relay import Relay
 from projector.consumer import Projector
-from projector.rebuild import verify
+from projector.verify import verify
 from shared.config import Settings
 from tests.helpers import BoundConsumer, eventually, read_db, store_events
 

@@ -20,7 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from composition import create_query_app
-from projector.projection import Change, apply, migrate_read_model, row_of
+from projector.projection import migrate_read_model, record_position, row_of, upsert_sql
 from shared.config import Settings
 from shared.domain import format_timestamp
 from tests.helpers import JSON, serving
@@ -72,15 +72,14 @@ def make_task(rng: random.Random) -> Task:
 
 
 async def load_read_table(settings: Settings, tasks: list[Task]) -> None:
-    """Rows exactly as the projector writes them, through its own `apply`."""
+    """Rows exactly as the projector writes them, with its own statement."""
     await migrate_read_model(settings)
     conn = await asyncpg.connect(settings.read_dsn)
     try:
-        changes = [
-            Change(position, task["version"], row_of(task, position))
-            for position, task in enumerate(tasks, start=1)
-        ]
-        await apply(conn, changes)
+        async with conn.transaction():
+            rows = [row_of(task, position) for position, task in enumerate(tasks, start=1)]
+            await conn.executemany(upsert_sql(), rows)
+            await record_position(conn, len(tasks))
     finally:
         await conn.close()
 

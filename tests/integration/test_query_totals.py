@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from composition import create_query_app
-from projector.projection import Change, apply, migrate_read_model, row_of, upsert_sql
+from projector.projection import migrate_read_model, record_position, row_of, upsert_sql
 from shared.config import Settings
 from tests.helpers import serving
 from tests.integration.test_query_list import make_task
@@ -43,7 +43,9 @@ def total_at(tasks: list[Task], position: int, params: dict[str, str]) -> int:
 
 async def write(conn: asyncpg.Connection, task: Task, position: int, *, notify: bool) -> None:
     if notify:
-        await apply(conn, [Change(position, task["version"], row_of(task, position))])
+        async with conn.transaction():
+            await conn.execute(upsert_sql(), *row_of(task, position))
+            await record_position(conn, position)
         return
     # The projector's write without its NOTIFY, as when the watcher's listener is reconnecting.
     async with conn.transaction():

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -16,8 +17,9 @@ from command_service import commands
 from command_service.application import TaskApplication
 from composition import create_command_app
 from shared.config import Settings
-from shared.domain import Task, create_mapper, decode
+from shared.domain import Task
 from shared.jsonhttp import valid_token
+from shared.store import decode, of_task
 from tests.helpers import JSON, serving, store_events
 
 WIRE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -508,8 +510,11 @@ async def test_every_timestamp_has_six_fractional_digits_and_z_and_a_tasks_event
     for one in shown:
         for field in TIMESTAMP_FIELDS:
             assert one[field] is None or WIRE_TIMESTAMP.fullmatch(one[field]), (field, one)
-    mapper = create_mapper()
-    events = [decode(mapper, row) for row in await store_events(settings, uuid.UUID(task["id"]))]
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        events = [decode(row) for row in await of_task(conn, uuid.UUID(task["id"]))]
+    finally:
+        await conn.close()
     moments = [event.timestamp for event in events]
     assert moments == sorted(moments)
     assert all(

@@ -22,13 +22,13 @@ from projector.projection import (
     parse_reference,
     read_position,
     refusal,
-    store_page,
-    stored_at,
 )
-from projector.rebuild import verify
+from projector.verify import verify
+from shared import store
 from shared.config import Settings
-from shared.domain import EVENTS_TABLE, Task, create_mapper, decode, task_to_dict
+from shared.domain import Task, task_to_dict
 from shared.messaging import to_cloudevent
+from shared.store import at_positions, page
 
 Message = tuple[int, str, int, bytes]
 """(position, task id, version, CloudEvent body) of one stored event."""
@@ -63,26 +63,20 @@ async def stored_messages(settings: Settings) -> tuple[list[Message], dict[tuple
     """Every stored event as the relay would publish it, and each task's doc at each version."""
     conn = await asyncpg.connect(settings.database_url)
     try:
-        rows = await conn.fetch(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            f"FROM {EVENTS_TABLE} ORDER BY notification_id"
-        )
+        rows = await store.page(conn, 0, store.LAST_POSITION)
     finally:
         await conn.close()
-    mapper = create_mapper()
     tasks: dict[UUID, Task] = {}
     messages: list[Message] = []
     docs: dict[tuple[str, int], str] = {}
     for row in rows:
-        event = decode(mapper, row)
+        event = store.decode(row)
         task = event.mutate(tasks.get(event.originator_id))
         assert isinstance(task, Task)
         tasks[task.id] = task
         snapshot = task_to_dict(task)
-        envelope = to_cloudevent(event, row["notification_id"], snapshot)
-        messages.append(
-            (row["notification_id"], str(task.id), task.version, orjson.dumps(envelope))
-        )
+        envelope = to_cloudevent(event, row["position"], snapshot)
+        messages.append((row["position"], str(task.id), task.version, orjson.dumps(envelope)))
         docs[(str(task.id), task.version)] = orjson.dumps(snapshot).decode()
     return messages, docs
 
@@ -112,14 +106,14 @@ async def consume(read: asyncpg.Connection, store: asyncpg.Connection, bodies: l
     """The consumer's steps for one batch: which stored events the messages name, read from
     the store; a gap filled from the store in pages of 3; returns the projection position."""
     references = [parse_reference(body) for body in bodies]
-    stored = await stored_at(store, [reference.position for reference in references])
+    stored = await at_positions(store, [reference.position for reference in references])
     assert all(
         refusal(reference, stored.get(reference.position)) is None for reference in references
     )
     position = await read_position(read)
     fresh = sorted({r.position for r in references if r.position > position})
     if fresh and fresh[-1] - position != len(fresh):
-        while rows := await store_page(store, position, fresh[-1], 3):
+        while rows := await page(store, position, 3, fresh[-1]):
             position = await apply_stored(read, store, rows)
         return position
     return await apply_stored(read, store, [stored[p] for p in fresh])

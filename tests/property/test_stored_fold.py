@@ -15,17 +15,11 @@ from hypothesis import given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from shared.domain import (
-    STORED_FOLD_VERSIONS,
-    Task,
-    TaskDict,
-    create_mapper,
-    decode,
-    fold_stored,
-    task_to_dict,
-)
+from shared.domain import Task, TaskDict, task_to_dict
+from shared.fold import STORED_FOLD_VERSIONS, fold_stored
+from shared.store import decode
+from shared.store import mapper as MAPPER
 
-MAPPER = create_mapper()
 EVENT_CLASSES: dict[str, type[Task.Event]] = {
     "TaskCreated": Task.Created,
     "TaskUpdated": Task.Updated,
@@ -104,8 +98,8 @@ def stored(
     state["timestamp"]["_data_"] = moment.isoformat()
     state.update(extra)
     return {
-        "originator_id": record.originator_id,
-        "originator_version": record.originator_version,
+        "task_id": record.originator_id,
+        "version": record.originator_version,
         "topic": record.topic,
         "state": json.dumps(state, ensure_ascii=False).encode(),
     }
@@ -159,12 +153,10 @@ def test_the_fast_fold_equals_the_class_based_fold_after_every_event(
     replayed: Task | None = None
     fast: TaskDict | None = None
     for row in rows:
-        mutated = decode(MAPPER, row).mutate(replayed)
+        mutated = decode(row).mutate(replayed)
         assert isinstance(mutated, Task)
         replayed = mutated
-        fast = fold_stored(
-            fast, row["originator_id"], row["originator_version"], row["topic"], row["state"]
-        )
+        fast = fold_stored(fast, row["task_id"], row["version"], row["topic"], row["state"])
         assert fast == task_to_dict(replayed)
 
 

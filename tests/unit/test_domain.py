@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from shared import domain
-from shared.domain import Task, create_mapper, decode, fold, task_to_dict
+from shared.domain import Task, task_to_dict
+from shared.fold import fold
+from shared.store import decode, mapper
 
 WIRE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 
@@ -91,10 +93,12 @@ def test_the_fold_of_stored_events_equals_the_live_aggregate() -> None:
     task.update({"title": "Renamed", "tags": []}, "req-2")
     task.update({"completed": True}, "req-3")
     task.soft_delete("req-4")
-    mapper = create_mapper()
     rows = [mapper.to_stored_event(event) for event in task.collect_events()]
 
-    decoded = [decode(mapper, row.__dict__) for row in rows]
+    decoded = [
+        decode({"task_id": r.originator_id, "version": r.originator_version, **r.__dict__})
+        for r in rows
+    ]
     folded = fold(decoded)
 
     assert folded is not None
@@ -130,7 +134,7 @@ def test_wire_timestamps_have_six_fractional_digits_even_on_a_whole_second() -> 
 def test_task_created_is_stored_with_its_schema_version() -> None:
     task = new_task()
 
-    stored = create_mapper().to_stored_event(task.collect_events()[0])
+    stored = mapper.to_stored_event(task.collect_events()[0])
 
     assert stored.topic == "TaskCreated"
     assert json.loads(stored.state)["class_version"] == 3
@@ -149,13 +153,13 @@ def test_a_version_one_task_created_is_upcast_when_decoded() -> None:
         "tags": ["legacy"],
     }
     row = {
-        "originator_id": task_id,
-        "originator_version": 1,
+        "task_id": task_id,
+        "version": 1,
         "topic": "TaskCreated",
         "state": json.dumps(state).encode(),
     }
 
-    event = decode(create_mapper(), row)
+    event = decode(row)
     task = fold([event])
 
     assert isinstance(event, Task.Created)
@@ -183,7 +187,7 @@ def test_a_version_one_task_created_is_upcast_when_decoded() -> None:
 def test_the_fast_decoder_reads_exactly_what_the_library_wrote() -> None:
     from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex
 
-    from shared.domain import create_transcoder
+    from shared.store import create_transcoder
 
     library = JSONTranscoder()
     library.register(UUIDAsHex())
@@ -232,8 +236,8 @@ def test_every_event_records_its_actor_and_an_update_the_old_value_of_each_chang
 
 def _stored(topic: str, version: int, state: dict[str, object]) -> dict[str, object]:
     return {
-        "originator_id": uuid.uuid4(),
-        "originator_version": version,
+        "task_id": uuid.uuid4(),
+        "version": version,
         "topic": topic,
         "state": json.dumps(
             {
@@ -263,9 +267,7 @@ def test_events_of_the_previous_class_versions_are_upcast_with_an_unknown_actor(
     updated_v1 = _stored("TaskUpdated", 2, {"changes": {"priority": 4}, "correlation_id": "r"})
     deleted_v1 = _stored("TaskSoftDeleted", 3, {"correlation_id": "r"})
 
-    created, updated, deleted = (
-        decode(create_mapper(), row) for row in (created_v2, updated_v1, deleted_v1)
-    )
+    created, updated, deleted = (decode(row) for row in (created_v2, updated_v1, deleted_v1))
 
     assert [created.actor, updated.actor, deleted.actor] == ["unknown"] * 3
     assert isinstance(updated, Task.Updated)
@@ -276,7 +278,7 @@ def test_events_of_the_previous_class_versions_are_upcast_with_an_unknown_actor(
 def test_the_previous_values_of_an_upcast_update_are_folded_from_the_task_before_it() -> None:
     task = new_task(priority=2, tags=["a", "b"])
     old = _stored("TaskUpdated", 2, {"changes": {"priority": 4, "tags": []}})
-    event = decode(create_mapper(), old)
+    event = decode(old)
 
     previous = domain.previous_values(event, task)
 

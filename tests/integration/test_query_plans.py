@@ -69,7 +69,7 @@ def task_rows(count: int, seed: int = 1) -> Iterator[tuple[Any, ...]]:
 
 
 async def bulk_load(conn: asyncpg.Connection, count: int) -> None:
-    await conn.copy_records_to_table("tasks", records=task_rows(count), columns=COLUMNS.split(", "))
+    await conn.copy_records_to_table("tasks", records=task_rows(count), columns=list(COLUMNS))
     await conn.execute("UPDATE projection_state SET position = $1", count)
     # VACUUM sets the visibility map, so counts can be index-only as in a settled table.
     await conn.execute("VACUUM ANALYZE tasks")

@@ -28,12 +28,10 @@ from shared.domain import (
     task_to_dict,
 )
 from shared.messaging import event_id
+from shared.read_model import PROJECTION_CHANNEL as PROJECTION_CHANNEL
 
 PROJECTION_LOCK_KEY = 7_301_124_003
 """Held by every apply transaction; `rebuild` holds it while it catches up and swaps tables."""
-
-PROJECTION_CHANNEL = "tasks_projection"
-"""NOTIFY channel: the new projection position after every commit (read-your-writes waits)."""
 
 COLUMNS = (
     "id, title, description, priority, due_date, tags, completed, completed_at, "

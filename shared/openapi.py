@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from shared import fields
 from shared.docs import redoc_page, swagger_page
 from shared.errors import ADVICE, ERROR_SCHEMA, TITLES
 from shared.web import get_and_head
@@ -34,12 +35,14 @@ TASK_SCHEMA: dict[str, Any] = {
         "version",
     ],
     "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "title": {"type": "string", "minLength": 1, "maxLength": 200},
-        "description": {"anyOf": [{"type": "string", "maxLength": 10000}, {"type": "null"}]},
-        "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+        "id": fields.TASK_ID_SCHEMA,
+        "title": {"type": "string", "minLength": 1, "maxLength": fields.MAX_TITLE},
+        "description": {
+            "anyOf": [{"type": "string", "maxLength": fields.MAX_DESCRIPTION}, {"type": "null"}]
+        },
+        "priority": fields.PRIORITY_SCHEMA,
         "due_date": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]},
-        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": fields.MAX_TAGS},
         "completed": {"type": "boolean"},
         "completed_at": _NULLABLE_TIMESTAMP,
         "deleted": {"type": "boolean"},

@@ -20,9 +20,9 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from shared import fields
 from shared.errors import ValidationFailed, validation_details
 from shared.fields import (
-    DATE,
     DATE_SCHEMA,
     DEFAULT_PRIORITY,
     DESCRIPTION_SCHEMA,
@@ -32,7 +32,6 @@ from shared.fields import (
     MAX_TITLE,
     MIN_PRIORITY,
     TAGS_SCHEMA,
-    TASK_ID,
     TITLE_SCHEMA,
 )
 from shared.text import check_free_text, normalise_tag
@@ -72,7 +71,7 @@ def parse_due_date(value: str | None) -> str | None:
     """Exactly `YYYY-MM-DD` naming a real date; the past is checked where the date changes."""
     if value is None:
         return None
-    if not DATE.fullmatch(value):
+    if not fields.DATE.fullmatch(value):
         raise ValueError("Must be a date in the form YYYY-MM-DD")
     try:
         date.fromisoformat(value)
@@ -199,7 +198,7 @@ def check_idempotency_key(key: str | None) -> str | None:
 
 def is_task_id(raw: str) -> bool:
     """Only the canonical 8-4-4-4-12 form names a task; anything else is 404 like an unknown id."""
-    return TASK_ID.fullmatch(raw) is not None
+    return fields.TASK_ID.fullmatch(raw) is not None
 
 
 _ETAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')

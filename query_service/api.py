@@ -92,7 +92,7 @@ MIN_POSITION = {
     "name": "min_position",
     "in": "query",
     "required": False,
-    "description": PARAMETERS["min_position"],
+    "description": PARAMETERS["min_position"].doc,
     "schema": POSITION,
 }
 POSITION_COOKIE_PARAMETER = {
@@ -103,16 +103,10 @@ POSITION_COOKIE_PARAMETER = {
     "it, X-Min-Position and min_position; a position never issued is 422",
     "schema": POSITION,
 }
-LIST_PARAMETERS = [
-    {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": text,
-        "schema": PARAMETER_SCHEMAS[name],
-    }
-    for name, text in PARAMETERS.items()
-] + [MIN_POSITION_HEADER, POSITION_COOKIE_PARAMETER]
+LIST_PARAMETERS = [row.openapi() for row in PARAMETERS.values()] + [
+    MIN_POSITION_HEADER,
+    POSITION_COOKIE_PARAMETER,
+]
 TASK_ID = {
     "name": "task_id",
     "in": "path",

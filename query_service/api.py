@@ -1,58 +1,54 @@
-"""The REST reads: list with search/filter/sort/paginate, task by id, history, time travel."""
+"""The REST reads: list with search/filter/sort/paginate, task by id, history, time travel.
+
+Each route parses its parameters, calls one function and answers; the list's orchestration
+is query_service/listing.py, the parameters' rules query_service/params.py and queries.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from query_service import history as store
-from query_service.consistency import (
-    PARAMETER,
-    check_issued,
-    read_task,
-    requested_positions,
-)
+from query_service import openapi
+from query_service.consistency import PARAMETER, check_issued, read_task, requested_positions
 from query_service.cursors import load_secret
 from query_service.events import router as events_router
-from query_service.queries import (
+from query_service.listing import read_page
+from query_service.params import (
     MAX_POSITION,
-    PARAMETER_SCHEMAS,
-    PARAMETERS,
-    ListQuery,
-    list_statements,
+    parse_bool,
     parse_int,
-    parse_list_query,
     parse_timestamp,
     query_items,
+    unique_params,
 )
+from query_service.queries import parse_list_query
 from query_service.totals import TotalCache
 from query_service.watcher import PositionWatcher
+from shared import fields
 from shared.config import Settings
-from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
+from shared.errors import NotFound, ServiceUnavailable, ValidationFailed
 from shared.health import postgres_check
-from shared.openapi import HISTORY_EXAMPLE, TASK_CONTENT, TASK_EXAMPLE
 from shared.server import from_environment
-from shared.web import (
-    POSITION_COOKIE,
-    Resource,
-    get_and_head,
-    json_response,
-    make_app,
-    raw_json_response,
-)
+from shared.web import Resource, get_and_head, json_response, make_app, raw_json_response
 
-TASK_PARAMETERS = frozenset({"version", "as_of", "min_position", "include_deleted"})
-HISTORY_PARAMETERS = frozenset({"min_position", "after_version", "limit"})
+TASK_PARAMETERS = frozenset(row.name for row in openapi.TASK_QUERY)
+HISTORY_PARAMETERS = frozenset(row.name for row in openapi.HISTORY_QUERY)
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
+
+
+def _params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    return unique_params(query_items(request.scope["query_string"]), allowed)
 
 
 def _requested_positions(request: Request, params: dict[str, str]) -> dict[str, int]:
@@ -76,65 +72,20 @@ def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, st
     return {"X-Projection-Position": str(position), "Cache-Control": "no-cache", **(extra or {})}
 
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
-READ_ERRORS = error_responses(401, 403, 404, 414, 422, 431, 500, 503)
-POSITION = {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}
-MIN_POSITION_HEADER = {
-    "name": "X-Min-Position",
-    "in": "header",
-    "required": False,
-    "description": "wait until the read model reaches this position (read-your-writes; the "
-    "larger of this, min_position and the tasks_position cookie counts); 422 beyond the "
-    "store's last position",
-    "schema": POSITION,
-}
-MIN_POSITION = {
-    "name": "min_position",
-    "in": "query",
-    "required": False,
-    "description": PARAMETERS["min_position"].doc,
-    "schema": POSITION,
-}
-POSITION_COOKIE_PARAMETER = {
-    "name": POSITION_COOKIE,
-    "in": "cookie",
-    "required": False,
-    "description": "set by every write to its position: a list read waits for the larger of "
-    "it, X-Min-Position and min_position; a position never issued is 422",
-    "schema": POSITION,
-}
-LIST_PARAMETERS = [row.openapi() for row in PARAMETERS.values()] + [
-    MIN_POSITION_HEADER,
-    POSITION_COOKIE_PARAMETER,
-]
-TASK_ID = {
-    "name": "task_id",
-    "in": "path",
-    "required": True,
-    "description": "the task's id (canonical 8-4-4-4-12 form; any other string is 404)",
-    "schema": {"type": "string", "format": "uuid"},
-}
-READ_HEADERS: dict[str, Any] = {
-    "X-Projection-Position": {
-        "description": "how far the read model had caught up when the read ran",
-        "schema": {"type": "integer", "minimum": 0},
-    }
-}
-TASK_HEADERS: dict[str, Any] = {
-    **READ_HEADERS,
-    "ETag": {
-        "description": "the task's version in quotes",
-        "schema": {"type": "string", "pattern": '^"[1-9][0-9]*"$'},
-    },
-}
-PAGE_EXAMPLE = {
-    "items": [TASK_EXAMPLE],
-    "total": 21,
-    "limit": 20,
-    "offset": 0,
-    "next_cursor": "q2xk...",
-    "next": "/api/v1/tasks?cursor=q2xk...",
-}
+def _task_id(raw: str) -> UUID:
+    """The canonical hyphenated form only, as on write; anything else is an unknown task."""
+    if not fields.TASK_ID.fullmatch(raw):
+        raise NotFound(f"No task {raw[:100]}: not a task id")
+    return UUID(raw)
+
+
+def _matches(header: str | None, version: int) -> bool:
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    tags = {part.strip().removeprefix("W/") for part in header.split(",")}
+    return f'"{version}"' in tags
 
 
 @get_and_head(
@@ -146,142 +97,19 @@ PAGE_EXAMPLE = {
     'in the body) and an offset page after the first to the previous (`rel="prev"`).',
     operation_id="listTasks",
     response_model=None,
-    openapi_extra={"parameters": LIST_PARAMETERS},
-    responses={
-        200: {
-            "description": "A page of tasks",
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/TaskPage"},
-                    "example": PAGE_EXAMPLE,
-                }
-            },
-            "headers": {
-                **READ_HEADERS,
-                "Link": {
-                    "description": 'the next page (rel="next") and, on an offset page after '
-                    'the first, the previous one (rel="prev"); absent on a last first page',
-                    "schema": {"type": "string"},
-                },
-            },
-        },
-        **READ_ERRORS,
-    },
+    openapi_extra={"parameters": openapi.LIST_PARAMETERS},
+    responses=openapi.LIST_RESPONSES,
 )
 async def list_tasks(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
-    secret: bytes = request.app.state.cursor_secret
+    state = request.app.state
     query = parse_list_query(
         query_items(request.scope["query_string"]),
-        max_offset=settings.max_offset,
-        secret=secret,
+        max_offset=state.settings.max_offset,
+        secret=state.cursor_secret,
     )
     await _await_positions(request, requested_positions(request, query.min_position, cookie=True))
-    try:
-        async with _list_turn(request.app.state, settings):
-            position, total, rows = await _page_and_total(request.app.state, query)
-    except asyncpg.UndefinedTableError:
-        raise ServiceUnavailable(
-            "The read model is not initialised yet", {"Retry-After": "1"}
-        ) from None
-    except asyncpg.QueryCanceledError:
-        raise ServiceUnavailable(
-            "The list query ran past its time budget; narrow it or try again later",
-            {"Retry-After": "1"},
-        ) from None
-    page = [row for row in rows if row["doc"] is not None]
-    more = len(page) > query.limit
-    page = page[: query.limit]
-    next_cursor = query.next_cursor(page[-1], secret) if more else None
-    links = _page_links(query, next_cursor)
-    body = (
-        b'{"items":['
-        + ",".join(row["doc"] for row in page).encode()
-        + b'],"total":'
-        + str(total).encode()
-        + b',"limit":'
-        + str(query.limit).encode()
-        + b',"offset":'
-        + orjson.dumps(query.offset)
-        + b',"next_cursor":'
-        + orjson.dumps(next_cursor)
-        + b',"next":'
-        + orjson.dumps(links.get("next"))
-        + b"}"
-    )
-    request.app.state.watcher.advance(position)
-    extra = {"Link": ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())}
-    return raw_json_response(body, headers=_reading(position, extra if links else None))
-
-
-def _page_links(query: ListQuery, next_cursor: str | None) -> dict[str, str]:
-    """`next` by cursor (it carries the walk); `prev` on an offset page after the first."""
-    links: dict[str, str] = {}
-    if next_cursor is not None:
-        links["next"] = query.page_url(cursor=next_cursor)
-    if query.offset:
-        links["prev"] = query.page_url(offset=max(0, query.offset - query.limit))
-    return links
-
-
-@contextlib.asynccontextmanager
-async def _list_turn(state: Any, settings: Settings) -> AsyncIterator[None]:
-    """A turn among the list queries: at most `list_concurrency` run at once, and one that
-    cannot start within `list_queue_seconds` is 503 (never a hang)."""
-    try:
-        async with asyncio.timeout(settings.list_queue_seconds):
-            await state.list_slots.acquire()  # gives the turn back if cancelled once granted
-    except TimeoutError:
-        raise ServiceUnavailable(
-            "Too many list queries at once; try again later", {"Retry-After": "1"}
-        ) from None
-    try:
-        yield
-    finally:
-        state.list_slots.release()
-
-
-async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[asyncpg.Record]]:
-    """The page, its exact total and the position they both describe.
-
-    When a total for these filters is remembered at a position no older than the watcher's,
-    the page alone is read; its snapshot's position says whether the total still holds.
-    Otherwise (or when the position has moved) one statement reads page, total and position.
-    """
-    statements = list_statements(query)
-    totals: TotalCache = state.totals
-    known = totals.position_of(statements.total_key)
-    if known is not None and known >= state.watcher.position:
-        rows = await state.list_pool.fetch(statements.page_sql, *statements.args)
-        position = rows[0]["position"]
-        total = totals.total(statements.total_key, position, rows[0]["generation"])
-        if total is not None:
-            return position, total, rows
-    rows = await state.list_pool.fetch(statements.sql, *statements.args)
-    position, total = rows[0]["position"], rows[0]["total"]
-    totals.remember(statements.total_key, position, total, rows[0]["generation"])
-    return position, total, rows
-
-
-_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def _task_id(raw: str) -> UUID:
-    """The canonical hyphenated form only, as on write; anything else is an unknown task."""
-    if not _ID.fullmatch(raw):
-        raise NotFound(f"No task {raw[:100]}: not a task id")
-    return UUID(raw)
-
-
-def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for name, value in query_items(request.scope["query_string"]):
-        if name not in allowed:
-            raise ValidationFailed({name[:100]: "Unknown parameter"})
-        if name in params:
-            raise ValidationFailed({name: "Given more than once"})
-        params[name] = value
-    return params
+    page = await read_page(state, query)
+    return raw_json_response(page.body, headers=_reading(page.position, page.link_header()))
 
 
 @get_and_head(
@@ -295,58 +123,18 @@ def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) 
     "store, deleted states included.",
     operation_id="getTask",
     response_model=None,
-    openapi_extra={
-        "parameters": [
-            TASK_ID,
-            {
-                "name": "version",
-                "in": "query",
-                "required": False,
-                "description": "time travel: the task as it was at this version (404 above the "
-                "current one); not with as_of; needs a key when keys are set",
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_POSITION},
-            },
-            {
-                "name": "as_of",
-                "in": "query",
-                "required": False,
-                "description": "time travel: the task after every event at or before this "
-                "moment (a timestamp with Z or an offset); not with version; needs a key when "
-                "keys are set",
-                "schema": PARAMETER_SCHEMAS["created_after"],
-            },
-            {
-                "name": "include_deleted",
-                "in": "query",
-                "required": False,
-                "description": "true also answers a soft-deleted task (marked deleted); needs a "
-                "key when keys are set",
-                "schema": {"type": "boolean"},
-            },
-            MIN_POSITION,
-            MIN_POSITION_HEADER,
-            {
-                "name": "If-None-Match",
-                "in": "header",
-                "required": False,
-                "description": "an ETag, a list of them, or *; a match answers 304",
-                "schema": {"type": "string"},
-            },
-        ]
-    },
-    responses={
-        200: {"description": "The task", "content": TASK_CONTENT, "headers": TASK_HEADERS},
-        304: {"description": "Not modified (If-None-Match matched)", "headers": TASK_HEADERS},
-        **READ_ERRORS,
-    },
+    openapi_extra={"parameters": openapi.TASK_PARAMETERS},
+    responses=openapi.TASK_RESPONSES,
 )
 async def get_task(task_id: str, request: Request) -> Response:
-    params = _single_params(request)
+    params = _params(request, TASK_PARAMETERS)
     if "version" in params and "as_of" in params:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
     positions = _requested_positions(request, params)
     # Time travel answers deleted tasks anyway (marked deleted); the value is still checked.
-    include_deleted = "include_deleted" in params and _bool_param(params, "include_deleted")
+    include_deleted = "include_deleted" in params and parse_bool(
+        "include_deleted", params["include_deleted"]
+    )
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
     uuid = _task_id(task_id)
@@ -367,21 +155,6 @@ async def get_task(task_id: str, request: Request) -> Response:
     if _matches(request.headers.get("if-none-match"), found.version):
         return Response(status_code=304, headers=headers)
     return raw_json_response(found.doc, headers=headers)
-
-
-def _bool_param(params: dict[str, str], name: str) -> bool:
-    if params[name] not in ("true", "false"):
-        raise ValidationFailed({name: "Must be true or false"})
-    return params[name] == "true"
-
-
-def _matches(header: str | None, version: int) -> bool:
-    if header is None:
-        return False
-    if header.strip() == "*":
-        return True
-    tags = {part.strip().removeprefix("W/") for part in header.split(",")}
-    return f'"{version}"' in tags
 
 
 async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -> Response:
@@ -418,59 +191,11 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     summary="Every event of a task, in version order (audit replay)",
     operation_id="getTaskHistory",
     response_model=None,
-    openapi_extra={
-        "parameters": [
-            TASK_ID,
-            {
-                "name": "min_position",
-                "in": "query",
-                "required": False,
-                "description": "accepted for symmetry with other reads; history reads the "
-                "store, so it answers at once",
-                "schema": POSITION,
-            },
-            {
-                **MIN_POSITION_HEADER,
-                "description": "accepted; history reads the store, so it answers at once",
-            },
-            {
-                "name": "after_version",
-                "in": "query",
-                "required": False,
-                "description": "the page starts after this version (default 0)",
-                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
-            },
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "description": f"1 to {store.MAX_HISTORY_LIMIT} events, "
-                f"default {store.HISTORY_LIMIT}",
-                "schema": {"type": "integer", "minimum": 1, "maximum": store.MAX_HISTORY_LIMIT},
-            },
-        ]
-    },
-    responses={
-        200: {
-            "description": "The task's events, a page at a time",
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/History"},
-                    "example": HISTORY_EXAMPLE,
-                }
-            },
-            "headers": {
-                "Link": {
-                    "description": 'the next page, rel="next", when more events follow',
-                    "schema": {"type": "string"},
-                }
-            },
-        },
-        **READ_ERRORS,
-    },
+    openapi_extra={"parameters": openapi.HISTORY_PARAMETERS},
+    responses=openapi.HISTORY_RESPONSES,
 )
 async def task_history(task_id: str, request: Request) -> Response:
-    params = _single_params(request, HISTORY_PARAMETERS)
+    params = _params(request, HISTORY_PARAMETERS)
     # Validated like every read's; the store already holds every acknowledged write.
     _requested_positions(request, params)
     after = parse_int("after_version", params.get("after_version", "0"), 0, MAX_POSITION)

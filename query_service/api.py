@@ -88,18 +88,7 @@ def _matches(header: str | None, version: int) -> bool:
     return f'"{version}"' in tags
 
 
-@get_and_head(
-    router,
-    "",
-    summary="Search, filter, sort and paginate tasks",
-    description="`cursor` and `offset` exclude each other; `sort=relevance` needs `q`; a sort "
-    'key given twice is 422. Every page links to the next (`Link: rel="next"`, and `next` '
-    'in the body) and an offset page after the first to the previous (`rel="prev"`).',
-    operation_id="listTasks",
-    response_model=None,
-    openapi_extra={"parameters": openapi.LIST_PARAMETERS},
-    responses=openapi.LIST_RESPONSES,
-)
+@get_and_head(router, "", **openapi.LIST_TASKS)
 async def list_tasks(request: Request) -> Response:
     state = request.app.state
     query = parse_list_query(
@@ -112,20 +101,7 @@ async def list_tasks(request: Request) -> Response:
     return raw_json_response(page.body, headers=_reading(page.position, page.link_header()))
 
 
-@get_and_head(
-    router,
-    "/{task_id}",
-    summary="A task, or its state at a version or moment (time travel)",
-    description="Reflects every write acknowledged before the request arrived, for any client, "
-    "with no header or cookie: what the read table has not applied yet is read from the "
-    "store. `X-Min-Position` or `min_position` also waits for the read model to reach it. "
-    "`version` and `as_of` exclude each other (both is 422); either answers from the event "
-    "store, deleted states included.",
-    operation_id="getTask",
-    response_model=None,
-    openapi_extra={"parameters": openapi.TASK_PARAMETERS},
-    responses=openapi.TASK_RESPONSES,
-)
+@get_and_head(router, "/{task_id}", **openapi.GET_TASK)
 async def get_task(task_id: str, request: Request) -> Response:
     params = _params(request, TASK_PARAMETERS)
     if "version" in params and "as_of" in params:
@@ -185,15 +161,7 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     return json_response(task, headers=headers)
 
 
-@get_and_head(
-    router,
-    "/{task_id}/history",
-    summary="Every event of a task, in version order (audit replay)",
-    operation_id="getTaskHistory",
-    response_model=None,
-    openapi_extra={"parameters": openapi.HISTORY_PARAMETERS},
-    responses=openapi.HISTORY_RESPONSES,
-)
+@get_and_head(router, "/{task_id}/history", **openapi.TASK_HISTORY)
 async def task_history(task_id: str, request: Request) -> Response:
     params = _params(request, HISTORY_PARAMETERS)
     # Validated like every read's; the store already holds every acknowledged write.

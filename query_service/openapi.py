@@ -174,3 +174,52 @@ HISTORY_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     **READ_ERRORS,
 }
+
+
+def operation(
+    operation_id: str,
+    summary: str,
+    parameters: list[dict[str, Any]],
+    responses: dict[int | str, dict[str, Any]],
+    description: str | None = None,
+) -> dict[str, Any]:
+    """A read route's options for `get_and_head`: its part of the document, and no response
+    model (the routes answer JSON they already hold as bytes)."""
+    options: dict[str, Any] = {
+        "summary": summary,
+        "operation_id": operation_id,
+        "response_model": None,
+        "openapi_extra": {"parameters": parameters},
+        "responses": responses,
+    }
+    if description is not None:
+        options["description"] = description
+    return options
+
+
+LIST_TASKS = operation(
+    "listTasks",
+    "Search, filter, sort and paginate tasks",
+    LIST_PARAMETERS,
+    LIST_RESPONSES,
+    description="`cursor` and `offset` exclude each other; `sort=relevance` needs `q`; a sort "
+    'key given twice is 422. Every page links to the next (`Link: rel="next"`, and `next` '
+    'in the body) and an offset page after the first to the previous (`rel="prev"`).',
+)
+GET_TASK = operation(
+    "getTask",
+    "A task, or its state at a version or moment (time travel)",
+    TASK_PARAMETERS,
+    TASK_RESPONSES,
+    description="Reflects every write acknowledged before the request arrived, for any client, "
+    "with no header or cookie: what the read table has not applied yet is read from the "
+    "store. `X-Min-Position` or `min_position` also waits for the read model to reach it. "
+    "`version` and `as_of` exclude each other (both is 422); either answers from the event "
+    "store, deleted states included.",
+)
+TASK_HISTORY = operation(
+    "getTaskHistory",
+    "Every event of a task, in version order (audit replay)",
+    HISTORY_PARAMETERS,
+    HISTORY_RESPONSES,
+)

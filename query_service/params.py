@@ -8,7 +8,7 @@ the same message, wherever it is given.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -76,20 +76,27 @@ def query_items(raw: bytes) -> list[tuple[str, str]]:
     return items
 
 
-def unique_params(items: list[tuple[str, str]], allowed: frozenset[str]) -> dict[str, str]:
-    """The parameters by name: each one known, and given once."""
+def unique_params(
+    items: list[tuple[str, str]],
+    allowed: Container[str],
+    check: Callable[[str, str], str] | None = None,
+) -> dict[str, str]:
+    """The parameters by name: each one known and given once, and its value passing `check`
+    (one item after the other, so the first wrong item is the one a 422 names)."""
     params: dict[str, str] = {}
     for name, value in items:
         if name not in allowed:
             raise ValidationFailed({name[:100]: "Unknown parameter"})
         if name in params:
             raise ValidationFailed({name: "Given more than once"})
-        params[name] = value
+        params[name] = value if check is None else check(name, value)
     return params
 
 
-def parse_text(name: str, value: str) -> str:
-    """As on write: no C0 control but tab and newline, no DEL or C1 control."""
+def parse_given(name: str, value: str) -> str:
+    """Not empty, and (as on write) no C0 control but tab and newline, no DEL or C1 control."""
+    if value == "":
+        raise ValidationFailed({name: "Must not be empty"})
     if text.FORBIDDEN.search(value):
         raise ValidationFailed({name: "Must not contain control characters"})
     return value

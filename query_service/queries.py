@@ -15,7 +15,7 @@ import orjson
 
 from query_service.cursors import cursor_values, decode_cursor, encode_cursor, invalid
 from query_service.filters import FILTERS, Sql, where_clause
-from query_service.params import BOOLEAN, Parameter, parse_text
+from query_service.params import BOOLEAN, Parameter, parse_given, unique_params
 
 # Re-exported for the other read modules that parse parameters alike.
 from query_service.params import MAX_POSITION as MAX_POSITION
@@ -122,16 +122,7 @@ class ListQuery:
 
 
 def _collect(items: list[tuple[str, str]]) -> dict[str, str]:
-    seen: dict[str, str] = {}
-    for name, value in items:
-        if name not in PARAMETERS:
-            raise ValidationFailed({name[:100]: "Unknown parameter"})
-        if name in seen:
-            raise ValidationFailed({name: "Given more than once"})
-        if value == "":
-            raise ValidationFailed({name: "Must not be empty"})
-        seen[name] = parse_text(name, value)
-    return seen
+    return unique_params(items, PARAMETERS, parse_given)
 
 
 def _walk(query: ListQuery, seen: dict[str, str]) -> None:

@@ -39,8 +39,6 @@ from shared.web import valid_token
 
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
-UPDATABLE = ("title", "description", "priority", "due_date", "tags", "completed")
-
 
 def today_utc() -> date:
     return datetime.now(UTC).date()
@@ -134,6 +132,10 @@ class TaskPatch(BaseModel):
     )
     tags: Tags = Field(default=None, description="Never null; [] clears")  # type: ignore[arg-type]
     completed: StrictBool = Field(default=None, description="Sets or clears completed_at")  # type: ignore[assignment]
+
+
+UPDATABLE = tuple(TaskPatch.model_fields)
+"""The fields a PATCH may change: the PATCH body's."""
 
 
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -99,7 +99,7 @@ Reader = Callable[[Any], Any]
 """A cursor's value of one kind of sort key, read back as its column's type; ValueError for
 anything else."""
 # What `datetime.isoformat` writes of a timestamptz: always an offset, never `Z`.
-_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}[+-][0-9]{2}:[0-9]{2}")
+_MOMENT = re.compile(fields.DATE.pattern + r"T[0-9:.]{8,15}[+-][0-9]{2}:[0-9]{2}")
 
 
 def read_moment(raw: Any) -> datetime:

@@ -26,7 +26,7 @@ DEFAULT_PRIORITY = 3
 # (`\d` also takes other scripts' digits, which int() then reads).
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})"
+    DATE.pattern + r"T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
 """A moment as a parameter: ISO 8601 with a Z or an offset, seconds and microseconds optional."""
 

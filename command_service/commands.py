@@ -17,31 +17,27 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
-    field_validator,
+    WithJsonSchema,
 )
 
+from shared import fields
 from shared.errors import ValidationFailed, validation_details
-from shared.jsonhttp import valid_token
-from shared.text import (
-    BIDI_CONTROL_RANGES,
-    FORMAT_CHARACTER_RANGES,
-    MAX_TAG,
-    check_free_text,
-    normalise_tag,
+from shared.fields import (
+    DATE_SCHEMA,
+    DEFAULT_PRIORITY,
+    DESCRIPTION_SCHEMA,
+    MAX_DESCRIPTION,
+    MAX_PRIORITY,
+    MAX_TAGS,
+    MAX_TITLE,
+    MIN_PRIORITY,
+    TAGS_SCHEMA,
+    TITLE_SCHEMA,
 )
+from shared.jsonhttp import valid_token
+from shared.text import check_free_text, normalise_tag
 
-# ASCII digits only: `\d` would also match other scripts' digits.
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-# C0 controls but tab and newline, DEL and C1 controls (shared/text.py refuses them, and lone
-# surrogates); for the JSON Schema patterns below.
-CONTROL_CHARACTERS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
-_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-MAX_TITLE = 200
-MAX_DESCRIPTION = 10_000
-MAX_TAGS = 20
-UPDATABLE = ("title", "description", "priority", "due_date", "tags", "completed")
 
 
 def today_utc() -> date:
@@ -73,7 +69,7 @@ def parse_due_date(value: str | None) -> str | None:
     """Exactly `YYYY-MM-DD` naming a real date; the past is checked where the date changes."""
     if value is None:
         return None
-    if not _DATE.fullmatch(value):
+    if not fields.DATE.fullmatch(value):
         raise ValueError("Must be a date in the form YYYY-MM-DD")
     try:
         date.fromisoformat(value)
@@ -91,8 +87,16 @@ def check_not_past(due_date: str | None) -> None:
         raise ValidationFailed({"due_date": "Must not be before today (UTC)"})
 
 
-Priority = Annotated[StrictInt, Field(ge=1, le=5)]
+# Each field's type carries its rule and the JSON Schema that states it: the document is
+# generated from the same constants the validators compare against.
+Title = Annotated[StrictStr, AfterValidator(check_title), WithJsonSchema(TITLE_SCHEMA)]
+Description = Annotated[
+    StrictStr, AfterValidator(check_description), WithJsonSchema(DESCRIPTION_SCHEMA)
+]
+Priority = Annotated[StrictInt, Field(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
+DueDate = Annotated[StrictStr, AfterValidator(parse_due_date), WithJsonSchema(DATE_SCHEMA)]
 Tag = Annotated[StrictStr, AfterValidator(normalise_tag)]
+Tags = Annotated[list[Tag], AfterValidator(dedupe_tags), WithJsonSchema(TAGS_SCHEMA)]
 
 
 class TaskCreate(BaseModel):
@@ -100,22 +104,19 @@ class TaskCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: StrictStr = Field(
-        description="1 to 200 characters after trimming", examples=["Write the report"]
+    title: Title = Field(description=f"1 to {MAX_TITLE} characters after trimming")
+    description: Description | None = Field(
+        default=None, description=f"At most {MAX_DESCRIPTION:,} characters"
     )
-    description: StrictStr | None = Field(default=None, description="At most 10,000 characters")
-    priority: Priority = Field(default=3, description="1 (lowest) to 5 (highest)")
-    due_date: StrictStr | None = Field(
-        default=None, description="YYYY-MM-DD, not before today (UTC)"
+    priority: Priority = Field(
+        default=DEFAULT_PRIORITY,
+        description=f"{MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest)",
     )
-    tags: list[Tag] = Field(
-        default_factory=list, description="At most 20 after trimming, lower-casing and dedup"
+    due_date: DueDate | None = Field(default=None, description="YYYY-MM-DD, not before today (UTC)")
+    tags: Tags = Field(
+        default_factory=list,
+        description=f"At most {MAX_TAGS} after trimming, lower-casing and dedup",
     )
-
-    _title = field_validator("title")(check_title)
-    _description = field_validator("description")(check_description)
-    _due_date = field_validator("due_date")(parse_due_date)
-    _tags = field_validator("tags")(dedupe_tags)
 
 
 class TaskPatch(BaseModel):
@@ -123,55 +124,23 @@ class TaskPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: StrictStr = Field(default=None, description="Never null")  # type: ignore[assignment]
-    description: StrictStr | None = None
+    title: Title = Field(default=None, description="Never null")  # type: ignore[assignment]
+    description: Description | None = None
     priority: Priority = Field(default=None, description="Never null")  # type: ignore[assignment]
-    due_date: StrictStr | None = Field(
+    due_date: DueDate | None = Field(
         default=None, description="YYYY-MM-DD; a changed date must not be before today (UTC)"
     )
-    tags: list[Tag] = Field(default=None, description="Never null; [] clears")  # type: ignore[arg-type]
+    tags: Tags = Field(default=None, description="Never null; [] clears")  # type: ignore[arg-type]
     completed: StrictBool = Field(default=None, description="Sets or clears completed_at")  # type: ignore[assignment]
 
-    _title = field_validator("title")(check_title)
-    _description = field_validator("description")(check_description)
-    _due_date = field_validator("due_date")(parse_due_date)
-    _tags = field_validator("tags")(dedupe_tags)
 
-
-def trimmed_pattern(most: int, also_refused: str = "") -> str:
-    """A JSON Schema pattern for text that holds 1 to `most` characters once trimmed (Python's
-    `\\s` is what `str.strip` trims), and no control character."""
-    refused = CONTROL_CHARACTERS + also_refused
-    space = f"[^\\S{CONTROL_CHARACTERS}]"
-    return rf"{space}*[^\s{refused}](?:[^{refused}]{{0,{most - 2}}}[^\s{refused}])?{space}*"
-
-
-TITLE_PATTERN = f"^{trimmed_pattern(MAX_TITLE, BIDI_CONTROL_RANGES)}$"
-TAG_PATTERN = f"^{trimmed_pattern(MAX_TAG, ',' + FORMAT_CHARACTER_RANGES)}$"
-TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}{BIDI_CONTROL_RANGES}]*$"
-DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+UPDATABLE = tuple(TaskPatch.model_fields)
+"""The fields a PATCH may change: the PATCH body's."""
 
 
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON Schema, with what its validators check said in JSON Schema's words."""
-    schema = model.model_json_schema()
-    fields = schema["properties"]
-    text = {"type": "string", "pattern": TEXT_PATTERN, "maxLength": MAX_DESCRIPTION}
-    date = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
-    exact: dict[str, dict[str, Any]] = {
-        "title": {"type": "string", "pattern": TITLE_PATTERN},
-        "description": {"anyOf": [text, {"type": "null"}]},
-        "due_date": {"anyOf": [date, {"type": "null"}]},
-        "tags": {
-            "type": "array",
-            "items": {"type": "string", "pattern": TAG_PATTERN},
-            "maxItems": MAX_TAGS,
-        },
-    }
-    for name, replacement in exact.items():
-        kept = {k: v for k, v in fields[name].items() if k in ("default", "description", "title")}
-        fields[name] = {**replacement, **kept}
-    return schema
+    """The model's JSON Schema: its field types say what their validators check."""
+    return model.model_json_schema()
 
 
 def _refuse_constant(name: str) -> None:
@@ -231,7 +200,7 @@ def check_idempotency_key(key: str | None) -> str | None:
 
 def is_task_id(raw: str) -> bool:
     """Only the canonical 8-4-4-4-12 form names a task; anything else is 404 like an unknown id."""
-    return _ID.fullmatch(raw) is not None
+    return fields.TASK_ID.fullmatch(raw) is not None
 
 
 _ETAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')

@@ -21,13 +21,11 @@ from shared.database import ddl_lock, ensure_database
 from shared.domain import TaskDict
 from shared.fold import fold_stored
 from shared.messaging import event_id
+from shared.read_model import PROJECTION_CHANNEL
 from shared.store import before_versions
 
 PROJECTION_LOCK_KEY = 7_301_124_003
 """Held by every apply transaction; `rebuild` holds it while it catches up and swaps tables."""
-
-PROJECTION_CHANNEL = "tasks_projection"
-"""NOTIFY channel: the new projection position after every commit (read-your-writes waits)."""
 
 
 class ReadRow(NamedTuple):

@@ -24,7 +24,6 @@ import asyncpg
 
 from projector.projection import (
     COLUMNS,
-    PROJECTION_CHANNEL,
     PROJECTION_LOCK_KEY,
     ReadRow,
     migrate_read_model,
@@ -36,6 +35,7 @@ from shared.config import Settings
 from shared.domain import TaskDict
 from shared.fold import fold_stored
 from shared.progress import Progress
+from shared.read_model import PROJECTION_CHANNEL
 
 NEW_TABLE = "tasks_rebuild"
 OLD_TABLE = "tasks_old"

@@ -1,120 +1,43 @@
-"""The REST reads: list with search/filter/sort/paginate, task by id, history, time travel."""
+"""The REST reads: list with search/filter/sort/paginate, task by id, history, time travel.
+
+Each route parses its parameters, calls one function and answers; the list's orchestration
+is query_service/listing.py, the parameters' rules query_service/params.py and queries.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import re
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import asyncpg
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from query_service import history as store
-from query_service.consistency import (
-    PARAMETER,
-    check_issued,
-    read_task,
-    requested_positions,
-)
-from query_service.queries import (
+from query_service import openapi
+from query_service.consistency import PARAMETER, check_issued, read_task, requested_positions
+from query_service.listing import read_page
+from query_service.params import (
     MAX_POSITION,
-    PARAMETER_SCHEMAS,
-    PARAMETERS,
-    ListQuery,
-    list_statements,
+    parse_bool,
     parse_int,
-    parse_list_query,
     parse_timestamp,
     query_items,
+    unique_params,
 )
-from query_service.totals import TotalCache
-from shared.config import Settings
-from shared.errors import NotFound, ServiceUnavailable, ValidationFailed, error_responses
-from shared.jsonhttp import POSITION_COOKIE, get_and_head, json_response, raw_json_response
-from shared.openapi import HISTORY_EXAMPLE, TASK_CONTENT, TASK_EXAMPLE, TASK_ID
+from query_service.queries import parse_list_query
+from shared import fields
+from shared.errors import NotFound, ServiceUnavailable, ValidationFailed
+from shared.jsonhttp import get_and_head, json_response, raw_json_response
 
-log = logging.getLogger("tasks.query")
+TASK_PARAMETERS = frozenset(row.name for row in openapi.TASK_QUERY)
+HISTORY_PARAMETERS = frozenset(row.name for row in openapi.HISTORY_QUERY)
 
-PROJECTION_CHANNEL = "tasks_projection"
-TASK_PARAMETERS = frozenset({"version", "as_of", "min_position", "include_deleted"})
-HISTORY_PARAMETERS = frozenset({"min_position", "after_version", "limit"})
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
 
 
-class PositionWatcher:
-    """How far the read model has caught up: LISTEN for the projector's signal, poll as fallback."""
-
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
-        self.settings = settings
-        self.pool = pool
-        self.position = 0
-        self.changed = asyncio.Event()
-
-    def advance(self, position: int) -> None:
-        if position > self.position:
-            self.position = position
-            self.changed.set()
-            self.changed = asyncio.Event()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                conn = await asyncpg.connect(self.settings.read_dsn)
-                try:
-                    await conn.add_listener(
-                        PROJECTION_CHANNEL, lambda _c, _p, _ch, payload: self.advance(int(payload))
-                    )
-                    while True:
-                        self.advance(await self.read())
-                        await asyncio.sleep(5.0)
-                finally:
-                    await conn.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep watching whatever happens
-                log.warning("position watcher reconnecting", extra={"error": repr(exc)})
-                await asyncio.sleep(0.5)
-
-    async def read(self) -> int:
-        try:
-            value = await self.pool.fetchval(
-                "SELECT position FROM projection_state WHERE name = 'projector'"
-            )
-        except asyncpg.UndefinedTableError:
-            return 0
-        return int(value or 0)
-
-    async def wait_for(self, position: int) -> None:
-        """Return once the read model has reached `position` (an issued one); 503 past the
-        bound."""
-        if self.position >= position:
-            return
-        # The signal may not have arrived yet (or the listener is reconnecting): ask once.
-        self.advance(await self.read())
-        if self.position >= position:
-            return
-        unavailable = ServiceUnavailable(
-            f"The read model has not reached position {position} yet", {"Retry-After": "1"}
-        )
-        deadline = time.monotonic() + self.settings.min_position_wait_seconds
-        while self.position < position:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise unavailable
-            # Woken by NOTIFY; the periodic re-read only covers a lost listener connection.
-            # (`asyncio.timeout` keeps a cancellation a cancellation; see the relay's wait.)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(remaining, 1.0)):
-                    await self.changed.wait()
-            if self.position < position:
-                self.advance(await self.read())
+def _params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    return unique_params(query_items(request.scope["query_string"]), allowed)
 
 
 def _requested_positions(request: Request, params: dict[str, str]) -> dict[str, int]:
@@ -138,276 +61,45 @@ def _reading(position: int, extra: dict[str, str] | None = None) -> dict[str, st
     return {"X-Projection-Position": str(position), "Cache-Control": "no-cache", **(extra or {})}
 
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks (read)"])
-READ_ERRORS = error_responses(401, 403, 404, 414, 422, 431, 500, 503)
-POSITION = {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}
-MIN_POSITION_HEADER = {
-    "name": "X-Min-Position",
-    "in": "header",
-    "required": False,
-    "description": "wait until the read model reaches this position (read-your-writes; the "
-    "larger of this, min_position and the tasks_position cookie counts); 422 beyond the "
-    "store's last position",
-    "schema": POSITION,
-}
-MIN_POSITION = {
-    "name": "min_position",
-    "in": "query",
-    "required": False,
-    "description": PARAMETERS["min_position"],
-    "schema": POSITION,
-}
-POSITION_COOKIE_PARAMETER = {
-    "name": POSITION_COOKIE,
-    "in": "cookie",
-    "required": False,
-    "description": "set by every write to its position: a list read waits for the larger of "
-    "it, X-Min-Position and min_position; a position never issued is 422",
-    "schema": POSITION,
-}
-LIST_PARAMETERS = [
-    {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": text,
-        "schema": PARAMETER_SCHEMAS[name],
-    }
-    for name, text in PARAMETERS.items()
-] + [MIN_POSITION_HEADER, POSITION_COOKIE_PARAMETER]
-READ_HEADERS: dict[str, Any] = {
-    "X-Projection-Position": {
-        "description": "how far the read model had caught up when the read ran",
-        "schema": {"type": "integer", "minimum": 0},
-    }
-}
-TASK_HEADERS: dict[str, Any] = {
-    **READ_HEADERS,
-    "ETag": {
-        "description": "the task's version in quotes",
-        "schema": {"type": "string", "pattern": '^"[1-9][0-9]*"$'},
-    },
-}
-PAGE_EXAMPLE = {
-    "items": [TASK_EXAMPLE],
-    "total": 21,
-    "limit": 20,
-    "offset": 0,
-    "next_cursor": "q2xk...",
-    "next": "/api/v1/tasks?cursor=q2xk...",
-}
-
-
-@get_and_head(
-    router,
-    "",
-    summary="Search, filter, sort and paginate tasks",
-    description="`cursor` and `offset` exclude each other; `sort=relevance` needs `q`; a sort "
-    'key given twice is 422. Every page links to the next (`Link: rel="next"`, and `next` '
-    'in the body) and an offset page after the first to the previous (`rel="prev"`).',
-    operation_id="listTasks",
-    response_model=None,
-    openapi_extra={"parameters": LIST_PARAMETERS},
-    responses={
-        200: {
-            "description": "A page of tasks",
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/TaskPage"},
-                    "example": PAGE_EXAMPLE,
-                }
-            },
-            "headers": {
-                **READ_HEADERS,
-                "Link": {
-                    "description": 'the next page (rel="next") and, on an offset page after '
-                    'the first, the previous one (rel="prev"); absent on a last first page',
-                    "schema": {"type": "string"},
-                },
-            },
-        },
-        **READ_ERRORS,
-    },
-)
-async def list_tasks(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
-    secret: bytes = request.app.state.cursor_secret
-    query = parse_list_query(
-        query_items(request.scope["query_string"]),
-        max_offset=settings.max_offset,
-        secret=secret,
-    )
-    await _await_positions(request, requested_positions(request, query.min_position, cookie=True))
-    try:
-        async with _list_turn(request.app.state, settings):
-            position, total, rows = await _page_and_total(request.app.state, query)
-    except asyncpg.UndefinedTableError:
-        raise ServiceUnavailable(
-            "The read model is not initialised yet", {"Retry-After": "1"}
-        ) from None
-    except asyncpg.QueryCanceledError:
-        raise ServiceUnavailable(
-            "The list query ran past its time budget; narrow it or try again later",
-            {"Retry-After": "1"},
-        ) from None
-    page = [row for row in rows if row["doc"] is not None]
-    more = len(page) > query.limit
-    page = page[: query.limit]
-    next_cursor = query.next_cursor(page[-1], secret) if more else None
-    links = _page_links(query, next_cursor)
-    body = (
-        b'{"items":['
-        + ",".join(row["doc"] for row in page).encode()
-        + b'],"total":'
-        + str(total).encode()
-        + b',"limit":'
-        + str(query.limit).encode()
-        + b',"offset":'
-        + orjson.dumps(query.offset)
-        + b',"next_cursor":'
-        + orjson.dumps(next_cursor)
-        + b',"next":'
-        + orjson.dumps(links.get("next"))
-        + b"}"
-    )
-    request.app.state.watcher.advance(position)
-    extra = {"Link": ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())}
-    return raw_json_response(body, headers=_reading(position, extra if links else None))
-
-
-def _page_links(query: ListQuery, next_cursor: str | None) -> dict[str, str]:
-    """`next` by cursor (it carries the walk); `prev` on an offset page after the first."""
-    links: dict[str, str] = {}
-    if next_cursor is not None:
-        links["next"] = query.page_url(cursor=next_cursor)
-    if query.offset:
-        links["prev"] = query.page_url(offset=max(0, query.offset - query.limit))
-    return links
-
-
-@contextlib.asynccontextmanager
-async def _list_turn(state: Any, settings: Settings) -> AsyncIterator[None]:
-    """A turn among the list queries: at most `list_concurrency` run at once, and one that
-    cannot start within `list_queue_seconds` is 503 (never a hang)."""
-    try:
-        async with asyncio.timeout(settings.list_queue_seconds):
-            await state.list_slots.acquire()  # gives the turn back if cancelled once granted
-    except TimeoutError:
-        raise ServiceUnavailable(
-            "Too many list queries at once; try again later", {"Retry-After": "1"}
-        ) from None
-    try:
-        yield
-    finally:
-        state.list_slots.release()
-
-
-async def _page_and_total(state: Any, query: ListQuery) -> tuple[int, int, list[asyncpg.Record]]:
-    """The page, its exact total and the position they both describe.
-
-    When a total for these filters is remembered at a position no older than the watcher's,
-    the page alone is read; its snapshot's position says whether the total still holds.
-    Otherwise (or when the position has moved) one statement reads page, total and position.
-    """
-    statements = list_statements(query)
-    totals: TotalCache = state.totals
-    known = totals.position_of(statements.total_key)
-    if known is not None and known >= state.watcher.position:
-        rows = await state.list_pool.fetch(statements.page_sql, *statements.args)
-        position = rows[0]["position"]
-        total = totals.total(statements.total_key, position, rows[0]["generation"])
-        if total is not None:
-            return position, total, rows
-    rows = await state.list_pool.fetch(statements.sql, *statements.args)
-    position, total = rows[0]["position"], rows[0]["total"]
-    totals.remember(statements.total_key, position, total, rows[0]["generation"])
-    return position, total, rows
-
-
-_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
 def _task_id(raw: str) -> UUID:
     """The canonical hyphenated form only, as on write; anything else is an unknown task."""
-    if not _ID.fullmatch(raw):
+    if not fields.TASK_ID.fullmatch(raw):
         raise NotFound(f"No task {raw[:100]}: not a task id")
     return UUID(raw)
 
 
-def _single_params(request: Request, allowed: frozenset[str] = TASK_PARAMETERS) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for name, value in query_items(request.scope["query_string"]):
-        if name not in allowed:
-            raise ValidationFailed({name[:100]: "Unknown parameter"})
-        if name in params:
-            raise ValidationFailed({name: "Given more than once"})
-        params[name] = value
-    return params
+def _matches(header: str | None, version: int) -> bool:
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    tags = {part.strip().removeprefix("W/") for part in header.split(",")}
+    return f'"{version}"' in tags
 
 
-@get_and_head(
-    router,
-    "/{task_id}",
-    summary="A task, or its state at a version or moment (time travel)",
-    description="Reflects every write acknowledged before the request arrived, for any client, "
-    "with no header or cookie: what the read table has not applied yet is read from the "
-    "store. `X-Min-Position` or `min_position` also waits for the read model to reach it. "
-    "`version` and `as_of` exclude each other (both is 422); either answers from the event "
-    "store, deleted states included.",
-    operation_id="getTask",
-    response_model=None,
-    openapi_extra={
-        "parameters": [
-            TASK_ID,
-            {
-                "name": "version",
-                "in": "query",
-                "required": False,
-                "description": "time travel: the task as it was at this version (404 above the "
-                "current one); not with as_of; needs a key when keys are set",
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_POSITION},
-            },
-            {
-                "name": "as_of",
-                "in": "query",
-                "required": False,
-                "description": "time travel: the task after every event at or before this "
-                "moment (a timestamp with Z or an offset); not with version; needs a key when "
-                "keys are set",
-                "schema": PARAMETER_SCHEMAS["created_after"],
-            },
-            {
-                "name": "include_deleted",
-                "in": "query",
-                "required": False,
-                "description": "true also answers a soft-deleted task (marked deleted); needs a "
-                "key when keys are set",
-                "schema": {"type": "boolean"},
-            },
-            MIN_POSITION,
-            MIN_POSITION_HEADER,
-            {
-                "name": "If-None-Match",
-                "in": "header",
-                "required": False,
-                "description": "an ETag, a list of them, or *; a match answers 304",
-                "schema": {"type": "string"},
-            },
-        ]
-    },
-    responses={
-        200: {"description": "The task", "content": TASK_CONTENT, "headers": TASK_HEADERS},
-        304: {"description": "Not modified (If-None-Match matched)", "headers": TASK_HEADERS},
-        **READ_ERRORS,
-    },
-)
+@get_and_head(router, "", **openapi.LIST_TASKS)
+async def list_tasks(request: Request) -> Response:
+    state = request.app.state
+    query = parse_list_query(
+        query_items(request.scope["query_string"]),
+        max_offset=state.settings.max_offset,
+        secret=state.cursor_secret,
+    )
+    await _await_positions(request, requested_positions(request, query.min_position, cookie=True))
+    page = await read_page(state, query)
+    return raw_json_response(page.body, headers=_reading(page.position, page.link_header()))
+
+
+@get_and_head(router, "/{task_id}", **openapi.GET_TASK)
 async def get_task(task_id: str, request: Request) -> Response:
-    params = _single_params(request)
+    params = _params(request, TASK_PARAMETERS)
     if "version" in params and "as_of" in params:
         raise ValidationFailed({"as_of": "Give either version or as_of, not both"})
     positions = _requested_positions(request, params)
     # Time travel answers deleted tasks anyway (marked deleted); the value is still checked.
-    include_deleted = "include_deleted" in params and _bool_param(params, "include_deleted")
+    include_deleted = "include_deleted" in params and parse_bool(
+        "include_deleted", params["include_deleted"]
+    )
     if "version" in params or "as_of" in params:
         return await _time_travel(request, task_id, params)
     uuid = _task_id(task_id)
@@ -428,21 +120,6 @@ async def get_task(task_id: str, request: Request) -> Response:
     if _matches(request.headers.get("if-none-match"), found.version):
         return Response(status_code=304, headers=headers)
     return raw_json_response(found.doc, headers=headers)
-
-
-def _bool_param(params: dict[str, str], name: str) -> bool:
-    if params[name] not in ("true", "false"):
-        raise ValidationFailed({name: "Must be true or false"})
-    return params[name] == "true"
-
-
-def _matches(header: str | None, version: int) -> bool:
-    if header is None:
-        return False
-    if header.strip() == "*":
-        return True
-    tags = {part.strip().removeprefix("W/") for part in header.split(",")}
-    return f'"{version}"' in tags
 
 
 async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -> Response:
@@ -473,65 +150,9 @@ async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -
     return json_response(task, headers=headers)
 
 
-@get_and_head(
-    router,
-    "/{task_id}/history",
-    summary="Every event of a task, in version order (audit replay)",
-    operation_id="getTaskHistory",
-    response_model=None,
-    openapi_extra={
-        "parameters": [
-            TASK_ID,
-            {
-                "name": "min_position",
-                "in": "query",
-                "required": False,
-                "description": "accepted for symmetry with other reads; history reads the "
-                "store, so it answers at once",
-                "schema": POSITION,
-            },
-            {
-                **MIN_POSITION_HEADER,
-                "description": "accepted; history reads the store, so it answers at once",
-            },
-            {
-                "name": "after_version",
-                "in": "query",
-                "required": False,
-                "description": "the page starts after this version (default 0)",
-                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
-            },
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "description": f"1 to {store.MAX_HISTORY_LIMIT} events, "
-                f"default {store.HISTORY_LIMIT}",
-                "schema": {"type": "integer", "minimum": 1, "maximum": store.MAX_HISTORY_LIMIT},
-            },
-        ]
-    },
-    responses={
-        200: {
-            "description": "The task's events, a page at a time",
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/History"},
-                    "example": HISTORY_EXAMPLE,
-                }
-            },
-            "headers": {
-                "Link": {
-                    "description": 'the next page, rel="next", when more events follow',
-                    "schema": {"type": "string"},
-                }
-            },
-        },
-        **READ_ERRORS,
-    },
-)
+@get_and_head(router, "/{task_id}/history", **openapi.TASK_HISTORY)
 async def task_history(task_id: str, request: Request) -> Response:
-    params = _single_params(request, HISTORY_PARAMETERS)
+    params = _params(request, HISTORY_PARAMETERS)
     # Validated like every read's; the store already holds every acknowledged write.
     _requested_positions(request, params)
     after = parse_int("after_version", params.get("after_version", "0"), 0, MAX_POSITION)

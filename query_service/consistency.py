@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 from starlette.requests import Request
 
-from query_service.queries import MAX_POSITION, parse_int
+from query_service.params import MAX_POSITION, parse_int
 from shared.domain import TaskDict
 from shared.errors import ValidationFailed
 from shared.fold import fold_stored

@@ -1,10 +1,11 @@
 """Signed keyset cursors: the last row's sort keys and the walk (filter and sort) they continue.
 
 A cursor is `base64url(signature + JSON)`; the JSON is `{"v": [keys..., id], "p": [[name, value],
-...]}`, the list parameters that define the walk, exactly as the client gave them. Whatever a
-cursor decodes to, only that shape passes; the sort keys' types are checked against the sort
-they belong to when the statement is built. The signing secret is generated at the first start
-and kept in PostgreSQL, so every replica signs and checks with the same one.
+...]}`, the list parameters that define the walk, exactly as the client gave them; a sort key is
+written as JSON holds it (dates and moments in ISO 8601). Whatever a cursor decodes to, only that
+shape passes, and each sort key is read back strictly as the kind its sort key holds. The
+signing secret is generated at the first start and kept in PostgreSQL, so every replica signs
+and checks with the same one.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
+import re
 import secrets
+from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import orjson
 
+from shared import fields, text
 from shared.config import Settings
 from shared.database import ddl_lock, ensure_database
 from shared.errors import ValidationFailed
@@ -73,6 +80,73 @@ def decode_cursor(cursor: str, secret: bytes) -> tuple[list[Any], list[tuple[str
             raise invalid()
         pairs.append((pair[0], pair[1]))
     return values, pairs
+
+
+def cursor_values(names: list[str], row: Any) -> list[Any]:
+    """The row's sort keys (the statement's `k_<name>` columns) and its id, as a cursor holds
+    them."""
+    values: list[Any] = []
+    for name in names:
+        value = row[f"k_{name}"]
+        if isinstance(value, (datetime, date)):
+            value = value.isoformat()
+        values.append(value)
+    values.append(str(row["id"]))
+    return values
+
+
+Reader = Callable[[Any], Any]
+"""A cursor's value of one kind of sort key, read back as its column's type; ValueError for
+anything else."""
+# What `datetime.isoformat` writes of a timestamptz: always an offset, never `Z`.
+_MOMENT = re.compile(fields.DATE.pattern + r"T[0-9:.]{8,15}[+-][0-9]{2}:[0-9]{2}")
+
+
+def read_moment(raw: Any) -> datetime:
+    if not isinstance(raw, str) or not _MOMENT.fullmatch(raw):
+        raise ValueError
+    return datetime.fromisoformat(raw)
+
+
+def read_date(raw: Any) -> date:
+    if not isinstance(raw, str) or not fields.DATE.fullmatch(raw):
+        raise ValueError
+    return date.fromisoformat(raw)
+
+
+def read_priority(raw: Any) -> int:
+    if type(raw) is not int or not fields.MIN_PRIORITY <= raw <= fields.MAX_PRIORITY:
+        raise ValueError
+    return raw
+
+
+def read_title(raw: Any) -> str:
+    if not isinstance(raw, str) or text.FORBIDDEN.search(raw):
+        raise ValueError
+    return raw
+
+
+def read_rank(raw: Any) -> float:
+    if type(raw) not in (int, float) or not math.isfinite(raw):
+        raise ValueError
+    return float(raw)
+
+
+def read_keys(values: list[Any], readers: list[tuple[Reader, bool]]) -> list[Any]:
+    """A cursor's sort keys, each read by its (reader, nullable), then the row's id; 422 for
+    any other shape."""
+    if len(values) != len(readers) + 1:
+        raise invalid()
+    keys: list[Any] = []
+    try:
+        for (read, nullable), raw in zip(readers, values, strict=False):
+            keys.append(None if raw is None and nullable else read(raw))
+    except ValueError:
+        raise invalid() from None
+    last = values[-1]
+    if not isinstance(last, str) or not fields.WRITTEN_ID.fullmatch(last):
+        raise invalid()
+    return [*keys, UUID(last)]
 
 
 async def load_secret(settings: Settings, create: bool | None = None) -> bytes:

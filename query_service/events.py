@@ -21,14 +21,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from query_service.queries import (
-    MAX_POSITION,
-    PARAMETER_SCHEMAS,
-    parse_int,
-    parse_timestamp,
-    query_items,
-)
-from shared import store
+from query_service.params import MAX_POSITION, parse_int, parse_timestamp, query_items
+from shared import fields, store
 from shared.domain import EVENT_TYPES, Task
 from shared.errors import ValidationFailed, error_responses
 from shared.jsonhttp import get_and_head
@@ -133,8 +127,8 @@ FEED_SCHEMAS: dict[str, dict[str, Any]] = {
     "type": {"type": "string", "pattern": f"^{_TOPIC}(?:,{_TOPIC})*$"},
     "actor": _PRINTABLE,
     "correlation_id": _PRINTABLE,
-    "since": PARAMETER_SCHEMAS["created_after"],
-    "until": PARAMETER_SCHEMAS["created_after"],
+    "since": fields.TIMESTAMP_SCHEMA,
+    "until": fields.TIMESTAMP_SCHEMA,
 }
 """Each feed parameter's JSON Schema, from the constants its parser uses."""
 

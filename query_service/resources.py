@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 from starlette.datastructures import State
 
-from query_service.api import PositionWatcher
 from query_service.cursors import load_secret
 from query_service.totals import TotalCache
+from query_service.watcher import PositionWatcher
 from shared.auth import AccessRules
 from shared.background import in_background
 from shared.config import Settings

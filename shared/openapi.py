@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from shared import fields
+from shared.domain import TASK_FIELDS
 from shared.errors import ADVICE, ERROR_SCHEMA, TITLES
 
 _TIMESTAMP = {"type": "string", "format": "date-time", "example": "2026-11-26T09:30:00.123456Z"}
@@ -13,28 +15,16 @@ _NULLABLE_TIMESTAMP = {"anyOf": [_TIMESTAMP, {"type": "null"}]}
 TASK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": [
-        "id",
-        "title",
-        "description",
-        "priority",
-        "due_date",
-        "tags",
-        "completed",
-        "completed_at",
-        "deleted",
-        "deleted_at",
-        "created_at",
-        "updated_at",
-        "version",
-    ],
+    "required": list(TASK_FIELDS),
     "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "title": {"type": "string", "minLength": 1, "maxLength": 200},
-        "description": {"anyOf": [{"type": "string", "maxLength": 10000}, {"type": "null"}]},
-        "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+        "id": fields.TASK_ID_SCHEMA,
+        "title": {"type": "string", "minLength": 1, "maxLength": fields.MAX_TITLE},
+        "description": {
+            "anyOf": [{"type": "string", "maxLength": fields.MAX_DESCRIPTION}, {"type": "null"}]
+        },
+        "priority": fields.PRIORITY_SCHEMA,
         "due_date": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]},
-        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": fields.MAX_TAGS},
         "completed": {"type": "boolean"},
         "completed_at": _NULLABLE_TIMESTAMP,
         "deleted": {"type": "boolean"},
@@ -178,7 +168,7 @@ TASK_ID: dict[str, Any] = {
     "in": "path",
     "required": True,
     "description": "the task's id (canonical 8-4-4-4-12 form; any other string is 404)",
-    "schema": {"type": "string", "format": "uuid"},
+    "schema": fields.TASK_ID_SCHEMA,
 }
 RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
     "X-Request-ID": {

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from query_service import queries
+from query_service import filters
 from query_service.queries import ListQuery, list_statements, parse_list_query
 from query_service.totals import TotalCache
 
@@ -101,9 +101,9 @@ def test_other_filters_have_other_totals(query_string: str) -> None:
 
 
 def test_the_overdue_total_belongs_to_its_utc_date(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queries, "_today", lambda: date(2026, 11, 26))
+    monkeypatch.setattr(filters, "_today", lambda: date(2026, 11, 26))
     today = list_statements(parse("overdue=true")).total_key
-    monkeypatch.setattr(queries, "_today", lambda: date(2026, 11, 27))
+    monkeypatch.setattr(filters, "_today", lambda: date(2026, 11, 27))
 
     tomorrow = list_statements(parse("overdue=true")).total_key
 

@@ -7,8 +7,6 @@ import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("shared", "command_service", "query_service", "projector")
 TOP_LEVEL = ("cli.py", "composition.py")
@@ -98,7 +96,6 @@ def test_shared_reads_nothing_of_an_apps_state_but_its_settings() -> None:
     assert named == set()
 
 
-@pytest.mark.xfail(strict=False, reason="until the restructure lands (issue 13)")
 def test_no_production_module_is_over_300_lines() -> None:
     long = {
         f"{path.relative_to(ROOT)}: {count}"
@@ -109,7 +106,6 @@ def test_no_production_module_is_over_300_lines() -> None:
     assert long == set()
 
 
-@pytest.mark.xfail(strict=False, reason="until the restructure lands (issue 13)")
 def test_no_production_function_is_over_60_lines() -> None:
     long: set[str] = set()
     for path in production_files().values():

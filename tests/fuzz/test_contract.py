@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from shared.text import MAX_TAG
 from tests.fuzz.conftest import FUZZ_KEY
 from tests.helpers import ROOT, Process
 
@@ -135,6 +137,10 @@ CANNOT_SAY: list[tuple[str, Any, int, str]] = [
     # names).
     ("unprintable feed filter", lambda c: _unprintable_filter(c), 422, "actor"),
     ("unprintable feed filter", lambda c: _unprintable_filter(c), 422, "correlation_id"),
+    # A tag whose normal form (NFKC, case-folded) is longer than the limit though the tag as
+    # given is not: `¯` is one character sent and two stored. JSON Schema measures what is sent.
+    ("tag longer once normalised", lambda c: _tag_grows_past_limit(c), 422, "tags"),
+    ("tag longer once normalised", lambda c: _tag_grows_past_limit(c), 422, "tags_all"),
     # An idempotency key an earlier request used with another body: state, like If-Match.
     (
         "idempotency key reused",
@@ -166,6 +172,19 @@ def _unprintable_filter(case: schemathesis.Case) -> bool:
     )
 
 
+def _tag_grows_past_limit(case: schemathesis.Case) -> bool:
+    body_tags = case.body.get("tags") if isinstance(case.body, dict) else None
+    given = [tag for tag in body_tags or [] if isinstance(tag, str)]
+    for name in ("tags", "tags_all"):
+        value = (case.query or {}).get(name)
+        if isinstance(value, str):
+            given.extend(value.split(","))
+    return any(
+        len(unicodedata.normalize("NFKC", tag).strip().casefold()) > MAX_TAG >= len(tag.strip())
+        for tag in given
+    )
+
+
 def _integral_float(case: schemathesis.Case) -> bool:
     value = case.body.get("priority") if isinstance(case.body, dict) else None
     return isinstance(value, float) and value.is_integer()
@@ -188,7 +207,10 @@ def accepted_unless_json_schema_cannot_say(
             return
         details = response.json().get("details") if response.status_code >= 400 else None
         for _, holds, status, key in CANNOT_SAY:
-            named = status != 422 or (isinstance(details, dict) and key in details)
+            named = status != 422 or (
+                isinstance(details, dict)
+                and any(name == key or name.startswith(f"{key}.") for name in details)
+            )
             if response.status_code == status and named and holds(case):
                 return
         raise

@@ -128,3 +128,20 @@ def outermost_functions(tree: ast.AST) -> list[ast.FunctionDef | ast.AsyncFuncti
         elif isinstance(node, ast.ClassDef):
             found.extend(outermost_functions(node))
     return found
+
+
+def test_only_the_store_module_names_the_event_tables_columns() -> None:
+    """The library's table is read through `shared/store.py`, whose rows carry the same names
+    (`position`, `task_id`, `version`) everywhere: its own column names appear nowhere else."""
+    store = ROOT / "shared" / "store.py"
+    columns = ("notification_id", "FROM tasks_events", "originator_version AS")
+    naming = {
+        f"{path.relative_to(ROOT)}: {column}"
+        for path in production_files().values()
+        if path != store
+        for column in columns
+        if column in path.read_text()
+    }
+
+    assert naming == set()
+    assert all(column in store.read_text() for column in ("notification_id", "originator_id"))

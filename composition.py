@@ -34,6 +34,7 @@ from query_service.resources import READ_ACCESS, ReadPools
 from shared.app import AppSpec, Resource, make_app
 from shared.background import migrated_then_running
 from shared.config import Settings
+from shared.database import keep_session
 from shared.docs import whole_api_router
 from shared.health import Check, CheckResult, postgres_check, rabbitmq_check
 from shared.metrics import counter, lag_gauges, safe_lag
@@ -52,10 +53,18 @@ class EventStore:
         if self.settings.migrate_on_start:
             await migrate_store(self.settings)
         tasks = await asyncio.to_thread(TaskApplication, self.settings, {"CREATE_TABLE": "n"})
-        state.tasks = self.tasks = tasks
         try:
+            tasks.reader = await asyncpg.create_pool(
+                self.settings.database_url,
+                min_size=1,
+                max_size=self.settings.write_pool_size,
+                reset=keep_session,
+            )
+            state.tasks = self.tasks = tasks
             yield
         finally:
+            if tasks.reader is not None:
+                await tasks.reader.close()
             await asyncio.to_thread(tasks.close)
 
     async def ready(self) -> CheckResult:

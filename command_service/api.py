@@ -212,13 +212,8 @@ async def create_task(request: Request) -> Response:
 async def update_task(task_id: str, request: Request) -> Response:
     patch = validate_patch(await request.body())
     if_match = parse_if_match(request.headers.get("if-match"))
-    result = await run_in_threadpool(
-        _application(request).update_task,
-        _task_id(task_id),
-        patch,
-        if_match,
-        request_id_var.get(),
-        actor(request),
+    result = await _application(request).update_task_async(
+        _task_id(task_id), patch, if_match, request_id_var.get(), actor(request)
     )
     return _written(request, result, 200)
 

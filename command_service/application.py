@@ -14,12 +14,12 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Transcoder
 
 from command_service.batcher import GroupCommit
-from command_service.commands import check_not_past, is_past
+from command_service.commands import check_if_match, check_not_past, is_past, patch_changes
 from shared import store
 from shared.config import Settings
-from shared.database import ddl_lock, ensure_database
+from shared.database import ddl_lock, ensure_database, retried
 from shared.domain import ANONYMOUS, CREATED_FIELDS, Task, TaskDict, task_to_dict
-from shared.errors import NotFound, PreconditionFailed, ValidationFailed
+from shared.errors import NotFound, ValidationFailed
 from shared.fold import fold
 
 IDEMPOTENCY_NAMESPACE = UUID("5b0c3e52-8d1a-4f0e-9a57-0d7c4f6a2b19")
@@ -44,6 +44,8 @@ class TaskApplication(Application[UUID]):
     """Tasks on the library's PostgreSQL persistence (its table: `shared/store.py`)."""
 
     name = "Tasks"
+    reader: asyncpg.Pool | None = None
+    """Connections to the store for the event loop's reads (`update_task_async`)."""
 
     def __init__(self, settings: Settings | None = None, env: dict[str, str] | None = None) -> None:
         base = settings.eventsourcing_env() if settings is not None else {}
@@ -138,17 +140,36 @@ class TaskApplication(Application[UUID]):
         """Apply a PATCH; without If-Match a version conflict is retried so no write is lost."""
         for _ in range(MAX_CONFLICT_RETRIES):
             task = self._get_live(task_id)
-            changes = {name: value for name, value in patch.items() if getattr(task, name) != value}
-            # Only a changed due date is checked: a task that became overdue stays editable.
-            if "due_date" in changes:
-                check_not_past(changes["due_date"])
-            _check_if_match(task, if_match)
+            changes = patch_changes(task, patch, if_match)
             if not changes:
                 position = self.position_of(task_id, task.version)
                 return WriteResult(task_to_dict(task), task.version, position, False)
             task.update(changes, correlation_id, actor)
             try:
                 position = self.committer.commit(task)
+            except IntegrityError:
+                continue
+            return WriteResult(task_to_dict(task), task.version, position)
+        raise RuntimeError("too many concurrent writes to one task")
+
+    async def update_task_async(
+        self,
+        task_id: UUID,
+        patch: dict[str, Any],
+        if_match: list[int] | None,
+        correlation_id: str | None,
+        actor: str = ANONYMOUS,
+    ) -> WriteResult:
+        """`update_task` from the event loop: the task is read with asyncpg (`reader`) and the
+        command waits for its group commit, so no thread is taken."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            task, position = await self._read_live(task_id)
+            changes = patch_changes(task, patch, if_match)
+            if not changes:
+                return WriteResult(task_to_dict(task), task.version, position, False)
+            task.update(changes, correlation_id, actor)
+            try:
+                position = await self.committer.commit_async(task)
             except IntegrityError:
                 continue
             return WriteResult(task_to_dict(task), task.version, position)
@@ -163,7 +184,7 @@ class TaskApplication(Application[UUID]):
     ) -> WriteResult:
         for _ in range(MAX_CONFLICT_RETRIES):
             task = self._get_live(task_id)
-            _check_if_match(task, if_match)
+            check_if_match(task.version, if_match)
             task.soft_delete(correlation_id, actor)
             try:
                 position = self.committer.commit(task)
@@ -174,13 +195,19 @@ class TaskApplication(Application[UUID]):
 
     def _get_live(self, task_id: UUID) -> Task:
         try:
-            task: Task = self.repository.get(task_id)
+            task: Task | None = self.repository.get(task_id)
         except AggregateNotFoundError:
-            raise NotFound(f"No task {task_id}") from None
-        assert isinstance(task, Task)
-        if task.deleted:
-            raise NotFound(f"No task {task_id}: it was deleted (its history stays readable)")
-        return task
+            task = None
+        return _alive(task_id, task)
+
+    async def _read_live(self, task_id: UUID) -> tuple[Task, int]:
+        """The task as stored now, folded from its events, and its last event's position."""
+        if self.reader is None:
+            raise RuntimeError("no asyncpg reader: set `reader` to a pool on the store")
+        reader = self.reader
+        rows = await retried(lambda: store.of_task(reader, task_id))
+        task = _alive(task_id, fold(store.decode(row) for row in rows))
+        return task, int(rows[-1]["position"])
 
     def already_recorded(self, events: Sequence[Any]) -> int | None:
         """The position of the last of `events` if the store holds every one exactly as
@@ -229,11 +256,12 @@ def _new_task(
     )
 
 
-def _check_if_match(task: Task, if_match: list[int] | None) -> None:
-    if if_match and task.version not in if_match:
-        raise PreconditionFailed(
-            f"Current version is {task.version}", {"ETag": f'"{task.version}"'}
-        )
+def _alive(task_id: UUID, task: Task | None) -> Task:
+    if task is None:
+        raise NotFound(f"No task {task_id}")
+    if task.deleted:
+        raise NotFound(f"No task {task_id}: it was deleted (its history stays readable)")
+    return task
 
 
 async def migrate_store(settings: Settings) -> None:

@@ -21,7 +21,8 @@ from pydantic import (
 )
 
 from shared import fields
-from shared.errors import ValidationFailed, validation_details
+from shared.domain import Task
+from shared.errors import PreconditionFailed, ValidationFailed, validation_details
 from shared.fields import (
     DATE_SCHEMA,
     DEFAULT_PRIORITY,
@@ -226,3 +227,21 @@ def parse_if_match(header: str | None) -> list[int] | None:
         tag = match.group(2)
         versions.append(int(tag) if _VERSION.fullmatch(tag) else -1)
     return versions
+
+
+def check_if_match(version: int, if_match: list[int] | None) -> None:
+    """412 unless the current version is one the client listed (`*` or no header: any)."""
+    if if_match and version not in if_match:
+        raise PreconditionFailed(f"Current version is {version}", {"ETag": f'"{version}"'})
+
+
+def patch_changes(task: Task, patch: dict[str, Any], if_match: list[int] | None) -> dict[str, Any]:
+    """What a valid PATCH changes on the task as it stands (412 on a version not listed).
+
+    Only a changed due date is checked: a task that became overdue stays editable.
+    """
+    changes = {name: value for name, value in patch.items() if getattr(task, name) != value}
+    if "due_date" in changes:
+        check_not_past(changes["due_date"])
+    check_if_match(task.version, if_match)
+    return changes

@@ -21,6 +21,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from shared import store
 from shared.asyncapi import render as render_asyncapi
+from shared.background import keep_serving
 from shared.config import Settings
 from shared.domain import Task
 from shared.jsonhttp import get_and_head
@@ -122,19 +123,10 @@ class Relay:
 
     async def run(self) -> None:
         """Publish forever; on any failure, back off and start over from the recorded position."""
-        backoff = 0.2
-        while True:
-            try:
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure means: reconnect and resume
-                log.warning("relay interrupted, reconnecting", extra={"error": repr(exc)})
-                self.active = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            else:
-                backoff = 0.2
+        await keep_serving("relay", self._serve, log, self._interrupted)
+
+    def _interrupted(self) -> None:
+        self.active = False
 
     async def _serve(self) -> None:
         conn = await asyncpg.connect(self.settings.database_url)

@@ -68,7 +68,7 @@ async def state_at(
     as_of: datetime | None = None,
 ) -> dict[str, Any] | None:
     """The task as it was after `version`, or after every event at or before `as_of`."""
-    rows = await of_task(conn, task_id, upto_version=version or LAST_POSITION)
+    rows = await of_task(conn, task_id, upto_version=LAST_POSITION if version is None else version)
     if version is not None and len(rows) < version:
         return None
     events = [decode(row) for row in rows]

@@ -17,16 +17,7 @@ from query_service.watcher import PositionWatcher
 from shared.auth import AccessRules
 from shared.background import in_background
 from shared.config import Settings
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """Released connections skip asyncpg's default reset query (a round trip per request).
-
-    Reads never change session state (no SET, LISTEN, advisory locks or open cursors on pool
-    connections; the watcher listens on a connection of its own), and asyncpg itself still
-    rolls back any transaction left open before this runs.
-    """
-
+from shared.database import keep_session
 
 READ_ACCESS = AccessRules(
     # `public_reads` opens the list and a task by id (no sub-resource, no other route) ...
@@ -58,14 +49,14 @@ class ReadPools:
             settings.read_dsn,
             min_size=settings.read_pool_min,
             max_size=settings.read_pool_max,
-            reset=_keep_session,
+            reset=keep_session,
         )
         # List queries apart: the heavy ones wait for their own connections, reads by id never.
         state.list_pool = await asyncpg.create_pool(
             settings.read_dsn,
             min_size=1,
             max_size=settings.list_concurrency,
-            reset=_keep_session,
+            reset=keep_session,
             server_settings={"statement_timeout": str(settings.list_statement_timeout_ms)},
         )
         state.list_slots = asyncio.Semaphore(settings.list_concurrency)
@@ -78,7 +69,7 @@ class ReadPools:
                 settings.database_url,
                 min_size=1,
                 max_size=settings.read_pool_max,
-                reset=_keep_session,
+                reset=keep_session,
             )
         )
         state.cursor_secret = await load_secret(settings)

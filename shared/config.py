@@ -175,6 +175,14 @@ class Settings(BaseSettings):
         application's name) before `POSTGRES_*`, so both are given. Its database functions stay
         off: their append takes no table lock, and the relay and the projector rely on positions
         committing in order.
+
+        No pre-ping: checking each connection costs a round trip per checkout, and its pool
+        backs off for seconds between failed checks, so one thread (the group commit) meeting a
+        pool of connections a database restart has broken would stall. A broken connection fails
+        its statement instead; the library retries (10 times, 0.2 s apart) on the next one, and
+        the pool replaces each broken connection as it comes back. No overflow either, so the
+        pool never holds more connections than that retry can get through (with
+        `write_pool_size` above 9, a restart may answer some writes 503, to be retried).
         """
         url = urlsplit(self.database_url)
         derived = {
@@ -185,9 +193,9 @@ class Settings(BaseSettings):
             "POSTGRES_USER": unquote(url.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_POOL_SIZE": str(self.write_pool_size),
-            "POSTGRES_MAX_OVERFLOW": "4",
+            "POSTGRES_MAX_OVERFLOW": "0",
             "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_PRE_PING": "n",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
         pinned = {f"TASKS_{key}": value for key, value in derived.items()}

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from shared.errors import UNAVAILABLE_ERRORS
+
+T = TypeVar("T")
+log = logging.getLogger("tasks.database")
 
 DDL_LOCK_KEY = 7_301_124_001
 """Advisory lock held around every `CREATE`: concurrent start-ups must not race."""
@@ -53,3 +61,27 @@ async def drop_database(dsn: str) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's default reset query (a round trip per request).
+
+    Readers never change session state (no SET, LISTEN, advisory locks or open cursors on pool
+    connections; the query service's watcher listens on a connection of its own), and asyncpg
+    itself still rolls back any transaction left open before this runs.
+    """
+
+
+async def retried(read: Callable[[], Awaitable[T]], attempts: int = 10, wait: float = 0.2) -> T:
+    """A read that lost its connection (a restart, a terminated backend) asked again, as the
+    event-sourcing library retries its own: only for statements safe to repeat. After
+    `attempts` the error stands (a 503 for the client)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await read()
+        except UNAVAILABLE_ERRORS as exc:
+            if attempt == attempts:
+                raise
+            log.info("read retried", extra={"error": type(exc).__name__, "attempt": attempt})
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")

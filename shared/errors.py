@@ -176,6 +176,8 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,  # the server is shutting down or terminated the connection
+    asyncpg.CrashShutdownError,
     persistence.OperationalError,
     persistence.InterfaceError,
     ConnectionError,

@@ -196,7 +196,7 @@ class BrokenApplication:
         return self.fail(*args)
 
     create_task = update_task = delete_task = fail
-    create_task_async = fail_async
+    create_task_async = update_task_async = fail_async
 
 
 def broken_app() -> FastAPI:

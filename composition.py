@@ -28,6 +28,7 @@ from command_service.relay import Relay, asyncapi_router
 from projector.consumer import Projector
 from projector.maintenance import keep_vacuumed
 from projector.projection import migrate_read_model
+from query_service.api import DIRECT as DIRECT_READS
 from query_service.api import router as read_router
 from query_service.events import router as events_router
 from query_service.resources import READ_ACCESS, ReadPools
@@ -190,6 +191,7 @@ def _app(
             middleware=(gate,) if writes else (),
             access=READ_ACCESS,
             position=None if reads is None else reads.position,
+            direct=() if reads is None else DIRECT_READS,
         )
     )
 

@@ -122,6 +122,10 @@ async def get_task(task_id: str, request: Request) -> Response:
     return raw_json_response(found.doc, headers=headers)
 
 
+DIRECT = (("/api/v1/tasks/{task_id}", get_task),)
+"""The read by id, the hottest read, served before the router's walk (`shared/direct.py`)."""
+
+
 async def _time_travel(request: Request, task_id: str, params: dict[str, str]) -> Response:
     version = (
         parse_int("version", params["version"], 1, MAX_POSITION) if "version" in params else None

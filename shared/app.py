@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from shared.auth import AccessRules, ApiKeyGate, add_security
 from shared.config import Settings
+from shared.direct import DirectEndpoint, serve_directly
 from shared.docs import docs_router
 from shared.errors import error_response, install_error_handlers
 from shared.health import Check
@@ -59,6 +60,8 @@ class AppSpec:
     """Which reads are public or audited, as the services that serve them say."""
     position: Position | None = None
     """The read model's position, put on `/api/` reads as `X-Projection-Position`."""
+    direct: tuple[tuple[str, DirectEndpoint], ...] = ()
+    """Routes (path, endpoint) served before the router's walk: `shared/direct.py`."""
 
     @property
     def ready_checks(self) -> tuple[Check, ...]:
@@ -228,6 +231,9 @@ def make_app(spec: AppSpec) -> FastAPI:
         app.include_router(router)
     app.include_router(docs_router(spec.title))
     app.include_router(service_router(spec.ready_checks, metrics))
+    given = [route for router in spec.routers for route in router.routes]
+    for path, endpoint in spec.direct:
+        serve_directly(app, given, path, endpoint)
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

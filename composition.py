@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client.core import Metric
 from starlette.datastructures import State
 
+from command_service.api import DIRECT as DIRECT_WRITES
 from command_service.api import WRITE_SCHEMAS
 from command_service.api import router as write_router
 from command_service.application import TaskApplication, migrate_store
@@ -191,7 +192,7 @@ def _app(
             middleware=(gate,) if writes else (),
             access=READ_ACCESS,
             position=None if reads is None else reads.position,
-            direct=() if reads is None else DIRECT_READS,
+            direct=(DIRECT_WRITES if writes else ()) + (() if reads is None else DIRECT_READS),
         )
     )
 

@@ -245,3 +245,11 @@ async def delete_task(task_id: str, request: Request) -> Response:
         actor(request),
     )
     return _written(request, result, 204, body=False)
+
+
+DIRECT = (
+    ("/api/v1/tasks", create_task),
+    ("/api/v1/tasks/{task_id}", update_task),
+    ("/api/v1/tasks/{task_id}", delete_task),
+)
+"""The writes, served before the router's walk (`shared/direct.py`)."""

@@ -12,7 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from composition import create_app, create_command_app, create_query_app
+from composition import (
+    create_app,
+    create_command_app,
+    create_projector_app,
+    create_query_app,
+)
 from shared.app import AppSpec, make_app
 from shared.config import Settings
 from shared.direct import serve_directly
@@ -29,6 +34,12 @@ async def get_thing(thing_id: str, request: Request) -> Response:
     route = request.scope["route"].path
     query = request.query_params.get("q")
     return json_response({"id": thing_id, "q": query, "route": route}, headers={"ETag": '"1"'})
+
+
+@router.post("")
+async def add_thing(request: Request) -> Response:
+    body = await request.body()
+    return json_response({"added": body.decode(), "route": request.scope["route"].path}, 201)
 
 
 @router.get("/{thing_id}/parts")
@@ -60,6 +71,7 @@ def build(direct: bool) -> tuple[FastAPI, Walks]:
     walks = Walks(app)
     if direct:
         serve_directly(app, router.routes, "/things/{thing_id}", get_thing)
+        serve_directly(app, router.routes, "/things", add_thing)
     return app, walks
 
 
@@ -74,6 +86,8 @@ async def answers(app: FastAPI) -> list[tuple[int, dict[str, str], bytes]]:
             await http.delete("/things/abc", headers={"X-Request-ID": "r-5"}),
             await http.post("/things/abc", headers={"X-Request-ID": "r-6"}),
             await http.get("/things/", headers={"X-Request-ID": "r-7"}),
+            await http.post("/things", content=b"x", headers={"X-Request-ID": "r-8"}),
+            await http.get("/things", headers={"X-Request-ID": "r-9"}),
             await http.get("/metrics"),
         ]
     kept = ("content-type", "etag", "x-request-id", "allow")
@@ -100,10 +114,12 @@ async def test_direct_and_routed_answers_are_identical_and_only_the_direct_skip_
     assert direct[2][0] == 404
     # The metrics label each request by the same route template either way.
     assert b'route="/things/{thing_id}",status="200"' in direct[-1][2]
-    assert routed_walks.count == 8
-    # GET, HEAD and the 404 by id went direct; deeper paths, other methods, the bare prefix
-    # and /metrics were walked.
-    assert direct_walks.count == 5
+    assert direct[7][:3:2] == (201, b'{"added":"x","route":"/things"}')
+    assert direct[8][0] == 405
+    assert routed_walks.count == 10
+    # GET, HEAD and the 404 by id, and the POST, went direct; deeper paths, other methods, the
+    # bare prefix and /metrics were walked.
+    assert direct_walks.count == 6
 
 
 def test_a_route_the_direct_one_would_shadow_is_refused() -> None:
@@ -120,9 +136,9 @@ def test_a_route_the_direct_one_would_shadow_is_refused() -> None:
         serve_directly(app, shadowed.routes, "/things/{thing_id}/parts", get_thing)
 
 
-def test_the_apps_that_serve_reads_by_id_serve_them_directly() -> None:
+def test_the_apps_that_serve_tasks_serve_them_directly() -> None:
     settings = Settings()
-    for app in (create_app(settings), create_query_app(settings)):
+    for app in (create_app(settings), create_query_app(settings), create_command_app(settings)):
         assert app.router.middleware_stack != app.router.app
-    command = create_command_app(settings)
-    assert command.router.middleware_stack == command.router.app
+    projector = create_projector_app(settings)
+    assert projector.router.middleware_stack == projector.router.app

@@ -7,7 +7,6 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from command_service.application import TaskApplication, WriteResult
@@ -237,12 +236,8 @@ async def update_task(task_id: str, request: Request) -> Response:
 )
 async def delete_task(task_id: str, request: Request) -> Response:
     if_match = parse_if_match(request.headers.get("if-match"))
-    result = await run_in_threadpool(
-        _application(request).delete_task,
-        _task_id(task_id),
-        if_match,
-        request_id_var.get(),
-        actor(request),
+    result = await _application(request).delete_task_async(
+        _task_id(task_id), if_match, request_id_var.get(), actor(request)
     )
     return _written(request, result, 204, body=False)
 

@@ -175,19 +175,20 @@ class TaskApplication(Application[UUID]):
             return WriteResult(task_to_dict(task), task.version, position)
         raise RuntimeError("too many concurrent writes to one task")
 
-    def delete_task(
+    async def delete_task_async(
         self,
         task_id: UUID,
         if_match: list[int] | None,
         correlation_id: str | None,
         actor: str = ANONYMOUS,
     ) -> WriteResult:
+        """Soft-delete from the event loop, as `update_task_async`; a conflict is retried."""
         for _ in range(MAX_CONFLICT_RETRIES):
-            task = self._get_live(task_id)
+            task, _position = await self._read_live(task_id)
             check_if_match(task.version, if_match)
             task.soft_delete(correlation_id, actor)
             try:
-                position = self.committer.commit(task)
+                position = await self.committer.commit_async(task)
             except IntegrityError:
                 continue
             return WriteResult(task_to_dict(task), task.version, position)

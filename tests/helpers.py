@@ -146,3 +146,10 @@ __all__ = [
     "settings_env",
     "store_events",
 ]
+
+
+def soft_delete(application: Any, task_id: uuid.UUID) -> None:
+    """A deletion appended through the library alone (the API's own path is async)."""
+    task = application.repository.get(task_id)
+    task.soft_delete(None)
+    application.save(task)

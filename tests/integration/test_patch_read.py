@@ -1,5 +1,5 @@
-"""A PATCH reads its task with asyncpg on the event loop, not through the library's repository:
-what it reads must be what the repository gives, after every kind of event."""
+"""A PATCH or DELETE reads its task with asyncpg on the event loop, not through the library's
+repository: what it reads must be what the repository gives, after every kind of event."""
 
 from __future__ import annotations
 
@@ -83,3 +83,21 @@ async def test_an_unknown_or_deleted_task_is_not_found_on_the_event_loop_read(
         await application.update_task_async(task_id, {"title": "Back"}, None, None)
     with pytest.raises(NotFound):
         await application.update_task_async(uuid.uuid4(), {"title": "Never"}, None, None)
+
+
+async def test_a_delete_on_the_event_loop_checks_if_match_and_appends_one_event(
+    client: httpx.AsyncClient, application: TaskApplication
+) -> None:
+    created = await client.post("/api/v1/tasks", json={"title": "Delete me"})
+    task_id = uuid.UUID(created.json()["id"])
+
+    with pytest.raises(PreconditionFailed):
+        await application.delete_task_async(task_id, [2], None)
+    deleted = await application.delete_task_async(task_id, [1], "req-2", "ann")
+
+    assert deleted.appended
+    assert deleted.version == 2
+    assert deleted.task["deleted"] is True
+    assert deleted.task == task_to_dict(application.repository.get(task_id))
+    with pytest.raises(NotFound, match="deleted"):
+        await application.delete_task_async(task_id, None, None)

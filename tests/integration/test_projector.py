@@ -20,7 +20,7 @@ from command_service.relay import Relay
 from projector.consumer import Projector
 from projector.verify import verify
 from shared.config import Settings
-from tests.helpers import BoundConsumer, eventually, read_db, store_events
+from tests.helpers import BoundConsumer, eventually, read_db, soft_delete, store_events
 
 
 @contextlib.asynccontextmanager
@@ -57,7 +57,7 @@ def write_some(settings: Settings, count: int = 20) -> None:
             application.update_task(
                 _uuid(task_id), {"priority": 1 + number % 5, "completed": True}, None, None
             )
-        application.delete_task(_uuid(ids[0]), None, None)
+        soft_delete(application, _uuid(ids[0]))
     finally:
         application.close()
 

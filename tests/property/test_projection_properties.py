@@ -29,6 +29,7 @@ from shared.config import Settings
 from shared.domain import Task, task_to_dict
 from shared.messaging import to_cloudevent
 from shared.store import at_positions, page
+from tests.helpers import soft_delete
 
 Message = tuple[int, str, int, bytes]
 """(position, task id, version, CloudEvent body) of one stored event."""
@@ -54,7 +55,7 @@ def write_history(settings: Settings) -> None:
                 app.update_task(task_id, patch, None, f"patch-{round_}")
         app.update_task(ids[0], {"completed": True}, None, None)
         app.update_task(ids[1], {"description": "later"}, None, None)
-        app.delete_task(ids[2], None, None)
+        soft_delete(app, ids[2])
     finally:
         app.close()
 

@@ -195,8 +195,8 @@ class BrokenApplication:
     async def fail_async(self, *args: Any) -> Any:
         return self.fail(*args)
 
-    create_task = update_task = delete_task = fail
-    create_task_async = update_task_async = fail_async
+    create_task = update_task = fail
+    create_task_async = update_task_async = delete_task_async = fail_async
 
 
 def broken_app() -> FastAPI:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -160,20 +160,15 @@ class TaskApplication(Application[UUID]):
         correlation_id: str | None,
         actor: str = ANONYMOUS,
     ) -> WriteResult:
-        """`update_task` from the event loop: the task is read with asyncpg (`reader`) and the
-        command waits for its group commit, so no thread is taken."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            task, position = await self._read_live(task_id)
+        """`update_task` from the event loop (`_change_on_loop`)."""
+
+        def change(task: Task) -> bool:
             changes = patch_changes(task, patch, if_match)
-            if not changes:
-                return WriteResult(task_to_dict(task), task.version, position, False)
-            task.update(changes, correlation_id, actor)
-            try:
-                position = await self.committer.commit_async(task)
-            except IntegrityError:
-                continue
-            return WriteResult(task_to_dict(task), task.version, position)
-        raise RuntimeError("too many concurrent writes to one task")
+            if changes:
+                task.update(changes, correlation_id, actor)
+            return bool(changes)
+
+        return await self._change_on_loop(task_id, change)
 
     async def delete_task_async(
         self,
@@ -182,11 +177,23 @@ class TaskApplication(Application[UUID]):
         correlation_id: str | None,
         actor: str = ANONYMOUS,
     ) -> WriteResult:
-        """Soft-delete from the event loop, as `update_task_async`; a conflict is retried."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            task, _position = await self._read_live(task_id)
+        """A soft delete from the event loop (`_change_on_loop`)."""
+
+        def change(task: Task) -> bool:
             check_if_match(task.version, if_match)
             task.soft_delete(correlation_id, actor)
+            return True
+
+        return await self._change_on_loop(task_id, change)
+
+    async def _change_on_loop(self, task_id: UUID, change: Callable[[Task], bool]) -> WriteResult:
+        """Read the task with asyncpg (`reader`), let `change` record its events (False: none, a
+        no-op answered with the task as it stands) and wait for the group commit without taking
+        a thread; a version conflict reads and changes again, so no write is lost."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            task, position = await self._read_live(task_id)
+            if not change(task):
+                return WriteResult(task_to_dict(task), task.version, position, False)
             try:
                 position = await self.committer.commit_async(task)
             except IntegrityError:

@@ -210,9 +210,9 @@ class TaskApplication(Application[UUID]):
 
     async def _read_live(self, task_id: UUID) -> tuple[Task, int]:
         """The task as stored now, folded from its events, and its last event's position."""
-        if self.reader is None:
-            raise RuntimeError("no asyncpg reader: set `reader` to a pool on the store")
         reader = self.reader
+        if reader is None:
+            raise RuntimeError("no asyncpg reader: set `reader` to a pool on the store")
         rows = await retried(lambda: store.of_task(reader, task_id))
         task = _alive(task_id, fold(store.decode(row) for row in rows))
         return task, int(rows[-1]["position"])

@@ -133,6 +133,13 @@ async def read_db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+def soft_delete(application: Any, task_id: uuid.UUID) -> None:
+    """A deletion appended through the library alone (the API's own path is async)."""
+    task = application.repository.get(task_id)
+    task.soft_delete(None)
+    application.save(task)
+
+
 __all__ = [
     "JSON",
     "ROOT",
@@ -144,12 +151,6 @@ __all__ = [
     "running",
     "serving",
     "settings_env",
+    "soft_delete",
     "store_events",
 ]
-
-
-def soft_delete(application: Any, task_id: uuid.UUID) -> None:
-    """A deletion appended through the library alone (the API's own path is async)."""
-    task = application.repository.get(task_id)
-    task.soft_delete(None)
-    application.save(task)
